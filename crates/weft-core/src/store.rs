@@ -1,0 +1,258 @@
+//! The `Store` trait: every operation a backend provides, each atomic on one
+//! partition (the few cross-partition reads say so).
+//!
+//! Invariants every implementation keeps, checked by the conformance suite:
+//! time is the store's clock; worker writes are fenced by `(lease_id, epoch)`;
+//! exactly one index holds each execution; a partition's timers are exactly
+//! `timers_of` of its executions.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::Result;
+use crate::ids::{ExecutionId, PartitionCount, PartitionId};
+use crate::machine::LeaseRef;
+use crate::model::{Attempt, ErrorInfo, Execution, State, SubmitParams, Task};
+
+/// Most executions one list page returns.
+pub const LIST_LIMIT_MAX: u32 = 1000;
+
+/// What a submit returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Submitted {
+    /// The execution, new or found by its idempotency key.
+    pub execution: Execution,
+    /// `false` when the idempotency key was seen before.
+    pub created: bool,
+}
+
+/// A worker's request for tasks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimParams {
+    /// Who claims; recorded on the attempt.
+    pub worker_id: String,
+    /// Lanes to claim from.
+    pub lanes: Vec<String>,
+    /// The worker's capabilities; it gets only executions requiring a subset.
+    pub capabilities: Vec<String>,
+    /// Most tasks to return, 1 ..= `CLAIM_MAX`.
+    pub max: u32,
+    /// The lease's duration.
+    pub lease_ms: i64,
+}
+
+/// A worker extends its lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeartbeatParams {
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// The lease presented.
+    pub lease: LeaseRef,
+    /// A new duration, or the lease's own.
+    pub lease_ms: Option<i64>,
+}
+
+/// The answer to a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// When the lease now lapses.
+    pub expires_at_ms: i64,
+    /// Whether an operator asked the execution to stop.
+    pub cancel_requested: bool,
+}
+
+/// A worker ends the attempt with a result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompleteParams {
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// The lease presented.
+    pub lease: LeaseRef,
+    /// The output.
+    pub result: Value,
+}
+
+/// A worker ends the attempt with an error.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FailParams {
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// The lease presented.
+    pub lease: LeaseRef,
+    /// What went wrong.
+    pub error: ErrorInfo,
+    /// `false` ends the execution whatever attempts are left.
+    pub retryable: bool,
+}
+
+/// An operator ends an execution.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CancelParams {
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// Why, for the record.
+    pub reason: Option<String>,
+}
+
+/// Filters and paging for `execution_list`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListParams {
+    /// Only this lane.
+    pub lane: Option<String>,
+    /// Only this state.
+    pub state: Option<State>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only members of this flow.
+    pub flow_id: Option<String>,
+    /// Page size, 1 ..= `LIST_LIMIT_MAX`.
+    pub limit: u32,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// One page of executions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page {
+    /// The executions, in id order.
+    pub items: Vec<Execution>,
+    /// Where the next page starts; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// How many non-terminal executions a lane holds in each state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneDepth {
+    /// The lane.
+    pub lane: String,
+    /// Claimable now.
+    pub waiting: u64,
+    /// Claimable later.
+    pub delayed: u64,
+    /// Leased.
+    pub active: u64,
+    /// Waiting on waitpoints.
+    pub suspended: u64,
+    /// Waiting on upstreams.
+    pub blocked: u64,
+}
+
+/// What one tick of a partition did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Timers that moved an execution.
+    pub applied: u32,
+    /// Timers that no longer applied and were removed.
+    pub dropped: u32,
+    /// The earliest timer still in the partition, if any.
+    pub next_due_ms: Option<i64>,
+    /// The store's time at the tick.
+    pub now_ms: i64,
+}
+
+/// Disagreements between a partition's executions and its indexes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditReport {
+    /// Executions examined.
+    pub executions: u64,
+    /// One line per disagreement; empty in a healthy store.
+    pub problems: Vec<String>,
+}
+
+/// An engine instance's request to hold its fair share of partitions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RebalanceParams {
+    /// The instance, unique per process.
+    pub instance_id: String,
+    /// How long the instance's membership and leases last without renewal.
+    pub lease_ms: i64,
+    /// `true` to give up every partition and leave (graceful shutdown).
+    pub leaving: bool,
+}
+
+/// Who holds a partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionOwner {
+    /// The partition.
+    pub partition: PartitionId,
+    /// The holding instance.
+    pub instance_id: String,
+    /// When its lease lapses.
+    pub expires_at_ms: i64,
+}
+
+/// A hint that a partition has a timer due at `due_ms`, so an engine sleeping
+/// longer can wake early. Hints may be lost; engines poll as a fallback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DueHint {
+    /// The partition.
+    pub partition: PartitionId,
+    /// When the timer is due.
+    pub due_ms: i64,
+}
+
+/// A backend that keeps Weft's state. Every method that changes state is one
+/// atomic operation on one partition and reads time from the store's clock.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `P`, recorded when the store was initialised.
+    fn partition_count(&self) -> PartitionCount;
+
+    /// The store's clock, in milliseconds since the Unix epoch.
+    async fn now_ms(&self) -> Result<i64>;
+
+    /// Creates an execution, or returns the one with the same idempotency key.
+    async fn execution_submit(&self, params: &SubmitParams) -> Result<Submitted>;
+
+    /// Claims up to `params.max` waiting executions of one partition: highest
+    /// priority first, then longest claimable.
+    async fn execution_claim(
+        &self,
+        partition: PartitionId,
+        params: &ClaimParams,
+    ) -> Result<Vec<Task>>;
+
+    /// Extends a lease.
+    async fn execution_heartbeat(&self, params: &HeartbeatParams) -> Result<HeartbeatReply>;
+
+    /// Completes the attempt; the same call again returns the same execution.
+    async fn execution_complete(&self, params: &CompleteParams) -> Result<Execution>;
+
+    /// Fails the attempt; retried per policy.
+    async fn execution_fail(&self, params: &FailParams) -> Result<Execution>;
+
+    /// Cancels a non-terminal execution; cancelling a cancelled one is a no-op.
+    async fn execution_cancel(&self, params: &CancelParams) -> Result<Execution>;
+
+    /// Moves a terminal execution back to `waiting`.
+    async fn execution_replay(&self, id: &ExecutionId) -> Result<Execution>;
+
+    /// One execution, or `not_found`.
+    async fn execution_get(&self, id: &ExecutionId) -> Result<Execution>;
+
+    /// Executions in id order, filtered; reads across partitions.
+    async fn execution_list(&self, params: &ListParams) -> Result<Page>;
+
+    /// The attempts of one execution, oldest first.
+    async fn attempt_list(&self, id: &ExecutionId) -> Result<Vec<Attempt>>;
+
+    /// Non-terminal counts per lane; reads across partitions.
+    async fn lane_depths(&self) -> Result<Vec<LaneDepth>>;
+
+    /// Applies up to `max` timers of `partition` due by the store's clock.
+    async fn partition_tick(&self, partition: PartitionId, max: u32) -> Result<TickReport>;
+
+    /// Compares a partition's executions with its indexes and timers.
+    async fn partition_audit(&self, partition: PartitionId) -> Result<AuditReport>;
+
+    /// Renews an engine instance's membership and partition leases and moves
+    /// it towards its fair share; returns the partitions it now holds.
+    async fn engine_rebalance(&self, params: &RebalanceParams) -> Result<Vec<PartitionId>>;
+
+    /// Every partition lease, expired or not.
+    async fn partition_owners(&self) -> Result<Vec<PartitionOwner>>;
+
+    /// A stream of due-time hints, if the store can send them.
+    fn due_hints(&self) -> Option<tokio::sync::broadcast::Receiver<DueHint>>;
+}

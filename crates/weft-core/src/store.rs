@@ -256,3 +256,30 @@ pub trait Store: Send + Sync + 'static {
     /// A stream of due-time hints, if the store can send them.
     fn due_hints(&self) -> Option<tokio::sync::broadcast::Receiver<DueHint>>;
 }
+
+/// Claims across partitions for one worker: visits every partition once,
+/// starting at `start` so that concurrent workers spread out, until `max`
+/// tasks are taken.
+pub async fn claim_across(
+    store: &dyn Store,
+    params: &ClaimParams,
+    start: PartitionId,
+) -> Result<Vec<Task>> {
+    let count = store.partition_count().get();
+    let mut tasks = Vec::new();
+    for offset in 0..count {
+        let wanted = params
+            .max
+            .saturating_sub(u32::try_from(tasks.len()).unwrap_or(u32::MAX));
+        if wanted == 0 {
+            break;
+        }
+        let partition = PartitionId((start.0 % count + offset) % count);
+        let batch = ClaimParams {
+            max: wanted,
+            ..params.clone()
+        };
+        tasks.extend(store.execution_claim(partition, &batch).await?);
+    }
+    Ok(tasks)
+}

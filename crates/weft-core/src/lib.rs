@@ -33,7 +33,7 @@ pub use machine::{
 };
 pub use model::*;
 pub use store::{
-    AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, FailParams, HeartbeatParams,
-    HeartbeatReply, LaneDepth, ListParams, Page, PartitionOwner, RebalanceParams, Store, Submitted,
-    TickReport, LIST_LIMIT_MAX,
+    claim_across, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, FailParams,
+    HeartbeatParams, HeartbeatReply, LaneDepth, ListParams, Page, PartitionOwner, RebalanceParams,
+    Store, Submitted, TickReport, LIST_LIMIT_MAX,
 };

@@ -1,0 +1,252 @@
+//! The execution operations: submit, claim, and the commands that move one
+//! existing execution.
+//!
+//! Definitions: each function here runs inside one transaction (`Ctx`); it
+//! loads rows, asks `weft_core::machine` for the `Transition`, and writes it
+//! with `write_transition`.
+//!
+//! Invariants: the state machine decides everything; this module only stores
+//! its answer, exactly: the execution row and its index columns, the attempt
+//! change, the timers cleared and set. A failed operation returns before
+//! writing or rolls back with its transaction.
+
+use weft_core::machine::{self, Command, Outcome, Transition};
+use weft_core::{
+    partition_for_key, ClaimParams, DueHint, Error, Execution, ExecutionId, LeaseId, PartitionId,
+    Result, SubmitParams, Submitted, Task,
+};
+
+use crate::db::Ctx;
+use crate::{attempts, executions, timers};
+
+/// Writes a transition of the execution `old` (`None` for a submit).
+pub(crate) fn write_transition(
+    ctx: &mut Ctx<'_>,
+    old: Option<&Execution>,
+    transition: &mut Transition,
+) -> Result<()> {
+    let id = match (transition.execution.as_mut(), old) {
+        (Some(new), None) => {
+            executions::insert(ctx.conn, new)?;
+            new.id.clone()
+        }
+        (Some(new), Some(_)) => {
+            executions::update(ctx.conn, new)?;
+            new.id.clone()
+        }
+        (None, Some(old)) => {
+            // Retention: the diff clears the timers, the rest goes here.
+            executions::delete(ctx.conn, old)?;
+            attempts::delete_all(ctx.conn, old.id.as_str())?;
+            old.id.clone()
+        }
+        (None, None) => return Err(Error::Internal("a transition of nothing".into())),
+    };
+    let partition = id.partition();
+    if let Some(change) = &transition.attempt {
+        attempts::write(ctx.conn, id.as_str(), change)?;
+    }
+    for timer in &transition.timers_clear {
+        let kind = timer.kind.as_str();
+        timers::clear(ctx.conn, partition, id.as_str(), kind, timer.due_ms)?;
+    }
+    for timer in &transition.timers_set {
+        timers::set(ctx.conn, partition, id.as_str(), timer)?;
+        ctx.hints.push(DueHint {
+            partition,
+            due_ms: timer.due_ms,
+        });
+    }
+    Ok(())
+}
+
+/// Loads an execution or answers `not_found`; ids of partitions this store
+/// does not have cannot exist.
+pub(crate) fn load_required(ctx: &Ctx<'_>, id: &ExecutionId) -> Result<Execution> {
+    let not_found = || Error::NotFound {
+        what: "execution",
+        id: id.to_string(),
+    };
+    if !ctx.partitions.contains(id.partition()) {
+        return Err(not_found());
+    }
+    executions::load(ctx.conn, id.as_str())?.ok_or_else(not_found)
+}
+
+/// Creates an execution, or finds the one holding the idempotency key.
+pub(crate) fn submit(ctx: &mut Ctx<'_>, params: &SubmitParams) -> Result<Submitted> {
+    let partition = match &params.idempotency_key {
+        Some(key) => partition_for_key("", key, ctx.partitions),
+        None => ctx.partitions.random(),
+    };
+    let id = ExecutionId::mint(partition, ctx.now_ms);
+    // Validate first: a bad submit is refused even if its key is known.
+    let mut transition = machine::submit(id, params, ctx.now_ms, ctx.machine)?;
+    if let Some(key) = &params.idempotency_key {
+        if let Some(owner) = executions::key_owner(ctx.conn, key)? {
+            match executions::load(ctx.conn, &owner)? {
+                Some(execution) => {
+                    return Ok(Submitted {
+                        execution,
+                        created: false,
+                    })
+                }
+                None => tracing::warn!(key, owner, "idempotency key of a missing execution"),
+            }
+        }
+    }
+    write_transition(ctx, None, &mut transition)?;
+    let execution = transition
+        .execution
+        .take()
+        .ok_or_else(|| Error::Internal("submit created no execution".into()))?;
+    if let Some(key) = &params.idempotency_key {
+        executions::key_set(ctx.conn, key, execution.id.as_str())?;
+    }
+    Ok(Submitted {
+        execution,
+        created: true,
+    })
+}
+
+/// Applies `command` to one execution and writes the result; a replayed write
+/// changes nothing.
+pub(crate) fn apply(ctx: &mut Ctx<'_>, id: &ExecutionId, command: Command) -> Result<Execution> {
+    let exec = load_required(ctx, id)?;
+    let mut transition = machine::apply(&exec, command, ctx.now_ms, ctx.machine)?;
+    if transition.outcome == Outcome::Applied {
+        write_transition(ctx, Some(&exec), &mut transition)?;
+    }
+    transition
+        .execution
+        .ok_or_else(|| Error::Internal(format!("a command purged {id}")))
+}
+
+/// A claim whose fields have been checked.
+pub(crate) struct CheckedClaim {
+    /// The worker.
+    pub worker_id: String,
+    /// Lanes, deduplicated.
+    pub lanes: Vec<String>,
+    /// Capabilities, sorted and deduplicated.
+    pub capabilities: Vec<String>,
+    /// 1 ..= `CLAIM_MAX`.
+    pub max: u32,
+    /// The lease's duration.
+    pub lease_ms: i64,
+}
+
+/// Checks a claim's fields; says which one is wrong.
+pub(crate) fn check_claim(params: &ClaimParams) -> Result<CheckedClaim> {
+    use weft_core::{check_lease_ms, check_name, check_worker_id, normalize_capabilities};
+    check_worker_id(&params.worker_id)?;
+    if params.lanes.is_empty() {
+        return Err(Error::invalid("lanes", "name at least one lane"));
+    }
+    for lane in &params.lanes {
+        check_name("lanes", lane, weft_core::LANE_LEN_MAX)?;
+    }
+    let mut lanes = params.lanes.clone();
+    lanes.sort();
+    lanes.dedup();
+    let capabilities = normalize_capabilities("capabilities", &params.capabilities)?;
+    if !(1..=weft_core::CLAIM_MAX).contains(&params.max) {
+        return Err(Error::invalid(
+            "max",
+            format!("must be 1..={}, got {}", weft_core::CLAIM_MAX, params.max),
+        ));
+    }
+    check_lease_ms(params.lease_ms)?;
+    Ok(CheckedClaim {
+        worker_id: params.worker_id.clone(),
+        lanes,
+        capabilities,
+        max: params.max,
+        lease_ms: params.lease_ms,
+    })
+}
+
+/// Whether a worker with `capabilities` (sorted) may run executions requiring
+/// the joined `capset`.
+fn eligible(capset: &str, capabilities: &[String]) -> bool {
+    capset.is_empty()
+        || capset.split(',').all(|cap| {
+            capabilities
+                .binary_search_by(|c| c.as_str().cmp(cap))
+                .is_ok()
+        })
+}
+
+/// Claims up to `claim.max` waiting executions of one partition.
+pub(crate) fn claim(
+    ctx: &mut Ctx<'_>,
+    partition: PartitionId,
+    claim: &CheckedClaim,
+) -> Result<Vec<Task>> {
+    ctx.check_partition(partition)?;
+    // Each (lane, eligible capset) queue yields its own head in claim order;
+    // merging the heads gives the partition-wide order.
+    let mut heads = Vec::new();
+    for lane in &claim.lanes {
+        for capset in executions::waiting_capsets(ctx.conn, partition, lane)? {
+            if eligible(&capset, &claim.capabilities) {
+                heads.extend(executions::waiting_heads(
+                    ctx.conn, partition, lane, &capset, claim.max,
+                )?);
+            }
+        }
+    }
+    heads.sort_by(|a, b| {
+        (b.priority, a.ready_at_ms, &a.id).cmp(&(a.priority, b.ready_at_ms, &b.id))
+    });
+    heads.truncate(usize::try_from(claim.max).unwrap_or(usize::MAX));
+    let mut tasks = Vec::with_capacity(heads.len());
+    for head in heads {
+        let exec = head.load(ctx.conn)?;
+        let command = Command::Claim {
+            worker_id: claim.worker_id.clone(),
+            lease_id: LeaseId::random(),
+            lease_ms: claim.lease_ms,
+        };
+        let mut transition = machine::apply(&exec, command, ctx.now_ms, ctx.machine)?;
+        write_transition(ctx, Some(&exec), &mut transition)?;
+        tasks.push(task_of(transition.execution)?);
+    }
+    Ok(tasks)
+}
+
+/// The task handed to a worker for a just-claimed execution.
+fn task_of(exec: Option<Execution>) -> Result<Task> {
+    let exec = exec.ok_or_else(|| Error::Internal("a claim purged its execution".into()))?;
+    let lease = exec
+        .lease
+        .clone()
+        .ok_or_else(|| Error::Internal(format!("claimed {} holds no lease", exec.id)))?;
+    Ok(Task {
+        attempt: weft_core::AttemptNumber(exec.attempts),
+        execution_id: exec.id,
+        kind: exec.kind,
+        lane: exec.lane,
+        payload: exec.payload,
+        lease,
+        flow_id: exec.flow_id,
+        flow_node: exec.flow_node,
+        inputs: Default::default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Capability eligibility: a worker claims only subsets of its own set.
+    use super::eligible;
+
+    #[test]
+    fn capsets_must_be_subsets() {
+        let caps = vec!["cpu".to_owned(), "gpu".to_owned()];
+        assert!(eligible("", &caps));
+        assert!(eligible("gpu", &caps));
+        assert!(eligible("cpu,gpu", &caps));
+        assert!(!eligible("gpu,tpu", &caps));
+        assert!(!eligible("gpu", &[]));
+    }
+}

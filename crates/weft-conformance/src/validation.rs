@@ -170,6 +170,45 @@ pub async fn bad_heartbeat_is_refused(h: Harness) {
     assert_audit_clean(&h).await;
 }
 
+/// Oversized worker writes are refused and leave the attempt running: a
+/// result over the payload limit, an over-long error kind, an over-long
+/// cancel reason.
+pub async fn bad_worker_writes_are_refused(h: Harness) {
+    let (exec, task) = active(&h, LONG_LEASE_MS).await;
+    let lease = LeaseRef {
+        lease_id: task.lease.id.clone(),
+        epoch: task.lease.epoch,
+    };
+    let too_big =
+        Value::String("x".repeat(usize::try_from(PAYLOAD_BYTES_MAX_DEFAULT).unwrap_or(0)));
+    let complete = CompleteParams {
+        execution_id: exec.id.clone(),
+        lease: lease.clone(),
+        result: too_big,
+    };
+    match h.store.execution_complete(&complete).await {
+        Err(Error::PayloadTooLarge { .. }) => {}
+        other => panic!("oversized result: {other:?}"),
+    }
+    let fail = FailParams {
+        execution_id: exec.id.clone(),
+        lease,
+        error: ErrorInfo {
+            message: "m".into(),
+            kind: Some("k".repeat(129)),
+        },
+        retryable: true,
+    };
+    assert_invalid(h.store.execution_fail(&fail).await, "error.kind", "fail");
+    let cancel = CancelParams {
+        execution_id: exec.id.clone(),
+        reason: Some("r".repeat(1025)),
+    };
+    assert_invalid(h.store.execution_cancel(&cancel).await, "reason", "cancel");
+    assert_eq!(get(&h, &exec.id).await, exec, "the attempt still runs");
+    assert_audit_clean(&h).await;
+}
+
 /// List limits outside 1..=1000 are refused.
 pub async fn bad_list_limits_are_refused(h: Harness) {
     waiting(&h).await;

@@ -29,11 +29,11 @@ pub use ids::{
 };
 pub use machine::{
     AttemptChange, Command, IndexKey, LeaseRef, MachineConfig, Outcome, Timer, TimerKind,
-    Transition, RETENTION_MS_DEFAULT,
+    Transition, CANCEL_REASON_LEN_MAX, RETENTION_MS_DEFAULT,
 };
 pub use model::*;
 pub use store::{
     claim_across, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, FailParams,
     HeartbeatParams, HeartbeatReply, LaneDepth, ListParams, Page, PartitionOwner, RebalanceParams,
-    Store, Submitted, TickReport, LIST_LIMIT_MAX,
+    Store, Submitted, TickReport, CLAIM_LANES_MAX, LIST_LIMIT_MAX,
 };

@@ -26,6 +26,9 @@ use crate::model::{
 /// How long terminal executions are kept unless configured otherwise: 7 days.
 pub const RETENTION_MS_DEFAULT: i64 = 7 * 24 * 3_600_000;
 
+/// Longest cancel reason kept, in bytes.
+pub const CANCEL_REASON_LEN_MAX: usize = 1024;
+
 /// Store-wide settings the state machine needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MachineConfig {
@@ -416,6 +419,7 @@ fn claim(
     now_ms: i64,
     config: &MachineConfig,
 ) -> Result<Transition> {
+    crate::model::check_lease_ms(lease_ms)?;
     if exec.state != State::Waiting {
         return Err(Error::conflict(format!(
             "{} is {}, not waiting",
@@ -423,7 +427,6 @@ fn claim(
             exec.state.as_str()
         )));
     }
-    crate::model::check_lease_ms(lease_ms)?;
     let mut next = exec.clone();
     next.attempts += 1;
     next.epoch = LeaseEpoch(exec.epoch.0 + 1);
@@ -492,6 +495,10 @@ fn heartbeat(
     Ok(Transition::between(Some(exec), Some(next), None, config))
 }
 
+/// A repeated complete or fail by the lease that ended the last attempt. It
+/// answers with the execution as it is now: after a fail that was retried and
+/// claimed again, that is the newer attempt's state, which tells the stale
+/// worker its write was applied.
 fn is_replay(exec: &Execution, lease: &LeaseRef, completed: bool) -> bool {
     exec.ended_lease.as_ref().is_some_and(|e| {
         e.id == lease.lease_id && e.epoch == lease.epoch && e.completed == completed
@@ -531,6 +538,13 @@ fn complete(
     if is_replay(exec, lease, true) {
         return Ok(Transition::unchanged(exec, Outcome::Replayed));
     }
+    let bytes = crate::model::payload_bytes(&result);
+    if bytes > config.payload_bytes_max {
+        return Err(Error::PayloadTooLarge {
+            bytes,
+            max_bytes: config.payload_bytes_max,
+        });
+    }
     check_lease(exec, lease, now_ms)?;
     let mut next = exec.clone();
     let attempt = end_attempt(&mut next, AttemptState::Succeeded, None, now_ms);
@@ -554,6 +568,16 @@ fn fail(
 ) -> Result<Transition> {
     if is_replay(exec, lease, false) {
         return Ok(Transition::unchanged(exec, Outcome::Replayed));
+    }
+    if error
+        .kind
+        .as_ref()
+        .is_some_and(|k| k.len() > crate::model::KIND_LEN_MAX)
+    {
+        return Err(Error::invalid(
+            "error.kind",
+            format!("must be at most {} bytes", crate::model::KIND_LEN_MAX),
+        ));
     }
     check_lease(exec, lease, now_ms)?;
     let mut next = exec.clone();
@@ -621,6 +645,15 @@ fn cancel(
     now_ms: i64,
     config: &MachineConfig,
 ) -> Result<Transition> {
+    if reason
+        .as_ref()
+        .is_some_and(|r| r.len() > CANCEL_REASON_LEN_MAX)
+    {
+        return Err(Error::invalid(
+            "reason",
+            format!("must be at most {CANCEL_REASON_LEN_MAX} bytes"),
+        ));
+    }
     match exec.state {
         State::Cancelled => return Ok(Transition::unchanged(exec, Outcome::Replayed)),
         s if s.is_terminal() => {

@@ -346,6 +346,37 @@ pub enum AttemptState {
     Suspended,
 }
 
+impl AttemptState {
+    /// Every attempt state, in declaration order.
+    pub const ALL: [AttemptState; 7] = [
+        AttemptState::Running,
+        AttemptState::Succeeded,
+        AttemptState::Failed,
+        AttemptState::TimedOut,
+        AttemptState::LeaseLost,
+        AttemptState::Cancelled,
+        AttemptState::Suspended,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptState::Running => "running",
+            AttemptState::Succeeded => "succeeded",
+            AttemptState::Failed => "failed",
+            AttemptState::TimedOut => "timed_out",
+            AttemptState::LeaseLost => "lease_lost",
+            AttemptState::Cancelled => "cancelled",
+            AttemptState::Suspended => "suspended",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(text: &str) -> Option<Self> {
+        AttemptState::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
 /// One try of an execution by one worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {

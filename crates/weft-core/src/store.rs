@@ -10,10 +10,13 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::{ExecutionId, PartitionCount, PartitionId};
 use crate::machine::LeaseRef;
-use crate::model::{Attempt, ErrorInfo, Execution, State, SubmitParams, Task};
+use crate::model::{
+    check_lease_ms, check_name, check_worker_id, normalize_capabilities, Attempt, ErrorInfo,
+    Execution, State, SubmitParams, Task, CLAIM_MAX, LANE_LEN_MAX,
+};
 
 /// Most executions one list page returns.
 pub const LIST_LIMIT_MAX: u32 = 1000;
@@ -40,6 +43,43 @@ pub struct ClaimParams {
     pub max: u32,
     /// The lease's duration.
     pub lease_ms: i64,
+}
+
+/// Most lanes one claim may name.
+pub const CLAIM_LANES_MAX: usize = 32;
+
+impl ClaimParams {
+    /// Checks every field and returns the claim with its lanes sorted and
+    /// deduplicated and its capabilities normalized; says which field is wrong.
+    pub fn normalized(&self) -> Result<ClaimParams> {
+        check_worker_id(&self.worker_id)?;
+        if self.lanes.is_empty() || self.lanes.len() > CLAIM_LANES_MAX {
+            return Err(Error::invalid(
+                "lanes",
+                format!("name 1..={CLAIM_LANES_MAX} lanes"),
+            ));
+        }
+        for lane in &self.lanes {
+            check_name("lanes", lane, LANE_LEN_MAX)?;
+        }
+        let mut lanes = self.lanes.clone();
+        lanes.sort();
+        lanes.dedup();
+        let capabilities = normalize_capabilities("capabilities", &self.capabilities)?;
+        if !(1..=CLAIM_MAX).contains(&self.max) {
+            return Err(Error::invalid(
+                "max",
+                format!("must be 1..={CLAIM_MAX}, got {}", self.max),
+            ));
+        }
+        check_lease_ms(self.lease_ms)?;
+        Ok(ClaimParams {
+            worker_id: self.worker_id.clone(),
+            lanes,
+            capabilities,
+            ..*self
+        })
+    }
 }
 
 /// A worker extends its lease.

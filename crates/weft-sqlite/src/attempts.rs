@@ -12,29 +12,9 @@ use weft_core::{Attempt, AttemptChange, AttemptNumber, AttemptState, Error, Resu
 
 use crate::db::{db_error, from_json, to_json};
 
-fn state_str(state: AttemptState) -> &'static str {
-    match state {
-        AttemptState::Running => "running",
-        AttemptState::Succeeded => "succeeded",
-        AttemptState::Failed => "failed",
-        AttemptState::TimedOut => "timed_out",
-        AttemptState::LeaseLost => "lease_lost",
-        AttemptState::Cancelled => "cancelled",
-        AttemptState::Suspended => "suspended",
-    }
-}
-
 fn parse_state(text: &str) -> Result<AttemptState> {
-    Ok(match text {
-        "running" => AttemptState::Running,
-        "succeeded" => AttemptState::Succeeded,
-        "failed" => AttemptState::Failed,
-        "timed_out" => AttemptState::TimedOut,
-        "lease_lost" => AttemptState::LeaseLost,
-        "cancelled" => AttemptState::Cancelled,
-        "suspended" => AttemptState::Suspended,
-        other => return Err(Error::Internal(format!("corrupt attempt state {other:?}"))),
-    })
+    AttemptState::parse(text)
+        .ok_or_else(|| Error::Internal(format!("corrupt attempt state {text:?}")))
 }
 
 /// Writes one attempt change of execution `execution_id`.
@@ -56,7 +36,7 @@ pub(crate) fn write(conn: &Connection, execution_id: &str, change: &AttemptChang
                     execution_id,
                     attempt.number.0,
                     attempt.worker_id,
-                    state_str(attempt.state),
+                    AttemptState::as_str(attempt.state),
                     attempt.started_at_ms,
                     attempt.ended_at_ms,
                     error,
@@ -83,7 +63,7 @@ pub(crate) fn write(conn: &Connection, execution_id: &str, change: &AttemptChang
                     stmt.execute(params![
                         execution_id,
                         number.0,
-                        state_str(*state),
+                        AttemptState::as_str(*state),
                         ended_at_ms,
                         error
                     ])

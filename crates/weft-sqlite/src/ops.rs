@@ -138,29 +138,11 @@ pub(crate) struct CheckedClaim {
 
 /// Checks a claim's fields; says which one is wrong.
 pub(crate) fn check_claim(params: &ClaimParams) -> Result<CheckedClaim> {
-    use weft_core::{check_lease_ms, check_name, check_worker_id, normalize_capabilities};
-    check_worker_id(&params.worker_id)?;
-    if params.lanes.is_empty() {
-        return Err(Error::invalid("lanes", "name at least one lane"));
-    }
-    for lane in &params.lanes {
-        check_name("lanes", lane, weft_core::LANE_LEN_MAX)?;
-    }
-    let mut lanes = params.lanes.clone();
-    lanes.sort();
-    lanes.dedup();
-    let capabilities = normalize_capabilities("capabilities", &params.capabilities)?;
-    if !(1..=weft_core::CLAIM_MAX).contains(&params.max) {
-        return Err(Error::invalid(
-            "max",
-            format!("must be 1..={}, got {}", weft_core::CLAIM_MAX, params.max),
-        ));
-    }
-    check_lease_ms(params.lease_ms)?;
+    let params = params.normalized()?;
     Ok(CheckedClaim {
-        worker_id: params.worker_id.clone(),
-        lanes,
-        capabilities,
+        worker_id: params.worker_id,
+        lanes: params.lanes,
+        capabilities: params.capabilities,
         max: params.max,
         lease_ms: params.lease_ms,
     })

@@ -35,5 +35,5 @@ pub use model::*;
 pub use store::{
     claim_across, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, FailParams,
     HeartbeatParams, HeartbeatReply, LaneDepth, ListParams, Page, PartitionOwner, RebalanceParams,
-    Store, Submitted, TickReport, CLAIM_LANES_MAX, LIST_LIMIT_MAX,
+    Store, StoreEvent, Submitted, TickReport, CLAIM_LANES_MAX, LIST_LIMIT_MAX,
 };

@@ -232,6 +232,26 @@ pub struct DueHint {
     pub due_ms: i64,
 }
 
+/// Something that happened in a store that a waiting party may care about.
+/// Events may be lost; listeners fall back to reading the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// An execution reached a terminal state.
+    Ended {
+        /// The execution.
+        id: ExecutionId,
+        /// The terminal state it reached.
+        state: State,
+    },
+    /// An execution became claimable on `lane`.
+    Ready {
+        /// Its partition.
+        partition: PartitionId,
+        /// Its lane.
+        lane: String,
+    },
+}
+
 /// A backend that keeps Weft's state. Every method that changes state is one
 /// atomic operation on one partition and reads time from the store's clock.
 #[async_trait]
@@ -295,6 +315,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// A stream of due-time hints, if the store can send them.
     fn due_hints(&self) -> Option<tokio::sync::broadcast::Receiver<DueHint>>;
+
+    /// A stream of executions ending and becoming claimable, if the store can
+    /// send them; `wait` and long-poll claims sleep on it.
+    fn events(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
+        None
+    }
 }
 
 /// Claims across partitions for one worker: visits every partition once,

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 use tokio::sync::broadcast;
-use weft_core::{Clock, DueHint, Error, MachineConfig, PartitionCount, PartitionId, Result};
+use weft_core::{
+    Clock, DueHint, Error, MachineConfig, PartitionCount, PartitionId, Result, StoreEvent,
+};
 
 use crate::config::SqliteConfig;
 
@@ -46,6 +48,9 @@ pub(crate) struct Ctx<'a> {
     pub partitions: PartitionCount,
     /// Timers set by this operation, published after commit.
     pub hints: Vec<DueHint>,
+    /// Executions this operation ended or made claimable, published after
+    /// commit.
+    pub events: Vec<StoreEvent>,
 }
 
 impl Ctx<'_> {
@@ -71,6 +76,7 @@ pub(crate) struct Db {
     machine: MachineConfig,
     partitions: PartitionCount,
     hints: broadcast::Sender<DueHint>,
+    events: broadcast::Sender<StoreEvent>,
 }
 
 impl Db {
@@ -79,12 +85,14 @@ impl Db {
         let mut conn = connect(config)?;
         let partitions = crate::schema::init(&mut conn, config.partitions)?;
         let (hints, _) = broadcast::channel(HINT_CHANNEL_CAPACITY);
+        let (events, _) = broadcast::channel(HINT_CHANNEL_CAPACITY);
         Ok(Self {
             conn: Mutex::new(conn),
             clock: Arc::clone(&config.clock),
             machine: config.machine.clone(),
             partitions,
             hints,
+            events,
         })
     }
 
@@ -101,6 +109,11 @@ impl Db {
     /// A new receiver of due hints.
     pub fn subscribe(&self) -> broadcast::Receiver<DueHint> {
         self.hints.subscribe()
+    }
+
+    /// A new receiver of store events.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
     }
 
     /// Runs `op` in one transaction; rolls back if it fails. Blocks: call it
@@ -120,13 +133,18 @@ impl Db {
             machine: &self.machine,
             partitions: self.partitions,
             hints: Vec::new(),
+            events: Vec::new(),
         };
         let out = op(&mut ctx)?;
         let hints = std::mem::take(&mut ctx.hints);
+        let events = std::mem::take(&mut ctx.events);
         tx.commit().map_err(db_error)?;
+        // No subscriber is fine: hints and events are advisory.
         for hint in hints {
-            // No subscriber is fine: hints are advisory.
             let _ = self.hints.send(hint);
+        }
+        for event in events {
+            let _ = self.events.send(event);
         }
         Ok(out)
     }

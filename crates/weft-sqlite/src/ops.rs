@@ -13,7 +13,7 @@
 use weft_core::machine::{self, Command, Outcome, Transition};
 use weft_core::{
     partition_for_key, ClaimParams, DueHint, Error, Execution, ExecutionId, LeaseId, PartitionId,
-    Result, SubmitParams, Submitted, Task,
+    Result, State, StoreEvent, SubmitParams, Submitted, Task,
 };
 
 use crate::db::Ctx;
@@ -43,6 +43,21 @@ pub(crate) fn write_transition(
         (None, None) => return Err(Error::Internal("a transition of nothing".into())),
     };
     let partition = id.partition();
+    if let Some(new) = transition.execution.as_ref() {
+        let was_terminal = old.is_some_and(|o| o.state.is_terminal());
+        if new.state.is_terminal() && !was_terminal {
+            ctx.events.push(StoreEvent::Ended {
+                id: id.clone(),
+                state: new.state,
+            });
+        }
+        if new.state == State::Waiting && transition.index_to.is_some() {
+            ctx.events.push(StoreEvent::Ready {
+                partition,
+                lane: new.lane.clone(),
+            });
+        }
+    }
     if let Some(change) = &transition.attempt {
         attempts::write(ctx.conn, id.as_str(), change)?;
     }

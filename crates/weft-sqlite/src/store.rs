@@ -15,8 +15,8 @@ use weft_core::machine::Command;
 use weft_core::{
     Attempt, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, Error, Execution,
     ExecutionId, FailParams, HeartbeatParams, HeartbeatReply, LaneDepth, ListParams, Page,
-    PartitionCount, PartitionId, PartitionOwner, RebalanceParams, Result, Store, SubmitParams,
-    Submitted, Task, TickReport, LIST_LIMIT_MAX,
+    PartitionCount, PartitionId, PartitionOwner, RebalanceParams, Result, Store, StoreEvent,
+    SubmitParams, Submitted, Task, TickReport, LIST_LIMIT_MAX,
 };
 
 use crate::config::SqliteConfig;
@@ -209,5 +209,9 @@ impl Store for SqliteStore {
 
     fn due_hints(&self) -> Option<broadcast::Receiver<DueHint>> {
         Some(self.db.subscribe())
+    }
+
+    fn events(&self) -> Option<broadcast::Receiver<StoreEvent>> {
+        Some(self.db.subscribe_events())
     }
 }

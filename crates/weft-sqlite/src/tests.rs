@@ -12,7 +12,7 @@ use serde_json::json;
 use weft_core::{
     claim_across, AttemptState, CancelParams, ClaimParams, CompleteParams, ExecutionId,
     HeartbeatParams, LeaseRef, ListParams, MachineConfig, ManualClock, PartitionCount, PartitionId,
-    RebalanceParams, State, Store, SubmitParams, Task,
+    RebalanceParams, State, Store, StoreEvent, SubmitParams, Task,
 };
 
 use crate::{SqliteConfig, SqliteStore, SCHEMA_VERSION};
@@ -531,4 +531,39 @@ async fn a_write_lock_held_elsewhere_is_unavailable_then_clears() {
     assert!(store.execution_list(&all).await.unwrap().items.is_empty());
     other.execute_batch("ROLLBACK").unwrap();
     assert!(store.execution_submit(&params).await.unwrap().created);
+}
+
+#[tokio::test]
+async fn transitions_publish_ready_and_ended_events() {
+    let store = manual_store(&ManualClock::new(T0), 4);
+    let mut events = store.events().expect("sqlite sends events");
+    let mut params = SubmitParams::new("k", json!(1));
+    params.lane = Some("evt".into());
+    let exec = store.execution_submit(&params).await.unwrap().execution;
+    let ready = StoreEvent::Ready {
+        partition: exec.id.partition(),
+        lane: "evt".into(),
+    };
+    assert_eq!(events.try_recv().unwrap(), ready);
+    store
+        .execution_cancel(&CancelParams {
+            execution_id: exec.id.clone(),
+            reason: None,
+        })
+        .await
+        .unwrap();
+    let ended = StoreEvent::Ended {
+        id: exec.id.clone(),
+        state: State::Cancelled,
+    };
+    assert_eq!(events.try_recv().unwrap(), ended);
+    // Cancelling again changes nothing and says nothing.
+    store
+        .execution_cancel(&CancelParams {
+            execution_id: exec.id.clone(),
+            reason: None,
+        })
+        .await
+        .unwrap();
+    assert!(events.try_recv().is_err());
 }

@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 mod clock;
+mod counting;
 mod error;
 mod ids;
 pub mod machine;
@@ -22,6 +23,7 @@ mod model;
 mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use counting::CountingStore;
 pub use error::{Error, Result};
 pub use ids::{
     fnv1a64, partition_for_key, AttemptNumber, ExecutionId, FlowId, LeaseEpoch, LeaseId,

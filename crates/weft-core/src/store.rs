@@ -273,6 +273,17 @@ pub trait Store: Send + Sync + 'static {
         params: &ClaimParams,
     ) -> Result<Vec<Task>>;
 
+    /// Claims up to `params.max` across every partition, starting at
+    /// `start`; each partition's claim is atomic, the sweep is not. The
+    /// default asks one partition after another.
+    async fn execution_claim_across(
+        &self,
+        params: &ClaimParams,
+        start: PartitionId,
+    ) -> Result<Vec<Task>> {
+        claim_partition_by_partition(self, params, start).await
+    }
+
     /// Extends a lease.
     async fn execution_heartbeat(&self, params: &HeartbeatParams) -> Result<HeartbeatReply>;
 
@@ -325,9 +336,18 @@ pub trait Store: Send + Sync + 'static {
 
 /// Claims across partitions for one worker: visits every partition once,
 /// starting at `start` so that concurrent workers spread out, until `max`
-/// tasks are taken.
+/// tasks are taken. Stores with a cheaper way override
+/// `Store::execution_claim_across`; this is its default.
 pub async fn claim_across(
     store: &dyn Store,
+    params: &ClaimParams,
+    start: PartitionId,
+) -> Result<Vec<Task>> {
+    store.execution_claim_across(params, start).await
+}
+
+async fn claim_partition_by_partition<S: Store + ?Sized>(
+    store: &S,
     params: &ClaimParams,
     start: PartitionId,
 ) -> Result<Vec<Task>> {

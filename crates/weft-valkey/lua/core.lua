@@ -1,0 +1,153 @@
+-- core.lua: helpers shared by every Weft function.
+--
+-- Definitions: every partition function receives KEYS[1] = the partition's
+-- key root `<prefix>{<tag>}:` and derives every key it touches from it, so
+-- one call touches one hash slot. ARGV[1..3] are the call header:
+-- retention_ms, the key prefix (channels are `<prefix>due` and
+-- `<prefix>events`) and the partition number.
+--
+-- An execution is loaded into a table `e` with `e.f` (field -> string, the
+-- stored hash) and `e.dirty` (fields changed since loading). Numbers are
+-- written with `int` so they never pass through Lua's `%.14g` formatting.
+--
+-- Invariants (mirroring weft-core machine.rs): the index entry and the timers
+-- of an execution are functions of its fields (`index_of`, `timers_of`);
+-- `commit` moves both by the difference between a snapshot taken before the
+-- change and one taken after, exactly as `Transition::between` does.
+
+local SEP = '\31'
+local TERMINAL = {
+  completed = true, failed = true, cancelled = true, expired = true, skipped = true,
+}
+local NON_TERMINAL = { 'waiting', 'delayed', 'blocked', 'active', 'suspended' }
+local STATES = {
+  'waiting', 'delayed', 'blocked', 'active', 'suspended',
+  'completed', 'failed', 'cancelled', 'expired', 'skipped',
+}
+local LEASE_FIELDS = {
+  'lease_id', 'lease_epoch', 'lease_expires_at_ms', 'lease_ms', 'lease_worker_id',
+  'lease_timeout_at_ms',
+}
+
+-- Error texts fixed by the state machine; JSON shaped like `ErrorInfo`.
+local ERR_LEASE_LOST = '{"message":"the worker\'s lease expired","kind":"lease_lost"}'
+local ERR_TIMED_OUT = '{"message":"the attempt exceeded timeout_ms","kind":"timed_out"}'
+local ERR_DEADLINE = '{"message":"the execution reached its deadline","kind":"deadline"}'
+
+-- Integers as decimal text; `%d` goes through a C long, exact below 2^53.
+local function int(n)
+  return string.format('%d', n)
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The call's context; `with_time` reads the store's clock (writers only,
+-- so reads cost no `TIME`).
+local function ctx(keys, args, with_time)
+  local c = {
+    root = keys[1],
+    retention_ms = tonumber(args[1]),
+    channel = args[2] .. 'due',
+    events = args[2] .. 'events',
+    partition = args[3],
+    hints = true,
+  }
+  if with_time then
+    c.now = now_ms()
+  end
+  return c
+end
+
+local function ok(...)
+  return { 'ok', ... }
+end
+
+local function err(kind, a, b)
+  return { 'err', kind, a or '', b or '' }
+end
+
+local function split(text)
+  local out = {}
+  local start = 1
+  while true do
+    local i = string.find(text, SEP, start, true)
+    if not i then
+      out[#out + 1] = string.sub(text, start)
+      return out
+    end
+    out[#out + 1] = string.sub(text, start, i - 1)
+    start = i + 1
+  end
+end
+
+local function exec_key(c, id)
+  return c.root .. 'x:' .. id
+end
+
+local function attempts_key(c, id)
+  return c.root .. 'a:' .. id
+end
+
+local function load(c, id)
+  local flat = redis.call('HGETALL', exec_key(c, id))
+  if #flat == 0 then
+    return nil
+  end
+  local e = { f = {}, dirty = {} }
+  for i = 1, #flat, 2 do
+    e.f[flat[i]] = flat[i + 1]
+  end
+  return e
+end
+
+local function num(e, k)
+  local v = e.f[k]
+  if v == nil then
+    return nil
+  end
+  return tonumber(v)
+end
+
+-- Sets (or, with nil, clears) a field and marks it for `save`.
+local function put(e, k, v)
+  if type(v) == 'number' then
+    v = int(v)
+  end
+  if e.f[k] ~= v then
+    e.f[k] = v
+    e.dirty[k] = true
+  end
+end
+
+local function save(c, e)
+  local hset, hdel = {}, {}
+  for k in pairs(e.dirty) do
+    local v = e.f[k]
+    if v == nil then
+      hdel[#hdel + 1] = k
+    else
+      hset[#hset + 1] = k
+      hset[#hset + 1] = v
+    end
+  end
+  local key = exec_key(c, e.f.id)
+  if #hset > 0 then
+    redis.call('HSET', key, unpack(hset))
+  end
+  if #hdel > 0 then
+    redis.call('HDEL', key, unpack(hdel))
+  end
+  e.dirty = {}
+end
+
+local function flat(e)
+  local out = {}
+  for k, v in pairs(e.f) do
+    out[#out + 1] = k
+    out[#out + 1] = v
+  end
+  return out
+end

@@ -1,0 +1,353 @@
+-- execution.lua: the execution operations, one function each.
+--
+-- Every reply is a table: { 'ok', ... } or { 'err', kind, detail, detail }.
+-- Argument layout after the header (ARGV[1..3]) is given per function; the
+-- Rust side (src/ops.rs) builds exactly these lists.
+
+-- ARGV[4] id prefix (`ex_` + partition), [5] 8 random hex digits,
+-- [6] delay_ms or '', [7] run_at_ms or '', [8] idempotency key or '',
+-- [9..] field/value pairs of the fields that do not depend on time.
+local function fn_submit(keys, args)
+  local c = ctx(keys, args, true)
+  local idem = args[8]
+  if idem ~= '' then
+    local existing = redis.call('HGET', c.root .. 'k', idem)
+    if existing then
+      local found = load(c, existing)
+      if found then
+        return ok('existing', flat(found))
+      end
+    end
+  end
+  local id = args[4] .. string.format('%012x', c.now % 281474976710656) .. args[5]
+  -- Claims the id in the listing index first; a taken id writes nothing.
+  if redis.call('ZADD', c.root .. 'all', 'NX', 0, id) == 0 then
+    return err('collision')
+  end
+  local e = { f = {}, dirty = {} }
+  for i = 9, #args, 2 do
+    put(e, args[i], args[i + 1])
+  end
+  put(e, 'id', id)
+  local run_at
+  if args[6] ~= '' then
+    run_at = c.now + tonumber(args[6])
+  elseif args[7] ~= '' then
+    run_at = tonumber(args[7])
+  end
+  if run_at and run_at <= c.now then
+    run_at = nil
+  end
+  put(e, 'state', run_at and 'delayed' or 'waiting')
+  put(e, 'run_at_ms', run_at)
+  put(e, 'ready_at_ms', run_at or c.now)
+  local deadline = num(e, 'deadline_ms')
+  put(e, 'deadline_at_ms', deadline and (c.now + deadline) or nil)
+  put(e, 'created_at_ms', c.now)
+  put(e, 'updated_at_ms', c.now)
+  for _, k in ipairs({ 'attempts', 'failures', 'reclaims', 'epoch' }) do
+    put(e, k, 0)
+  end
+  commit(c, e, nil)
+  redis.call('SADD', c.root .. 'lanes', e.f.lane)
+  if idem ~= '' then
+    redis.call('HSET', c.root .. 'k', idem, id)
+  end
+  return ok('created', flat(e))
+end
+
+local function capset_within(capset, have)
+  if capset == '' then
+    return true
+  end
+  for cap in string.gmatch(capset, '[^,]+') do
+    if not have[cap] then
+      return false
+    end
+  end
+  return true
+end
+
+-- The `max` best ready entries over every (lane, capset) the worker may
+-- take: { score, member } sorted by score, then member.
+local function claim_candidates(c, lanes, have, max)
+  local entries = {}
+  for _, lane in ipairs(lanes) do
+    for _, capset in ipairs(redis.call('SMEMBERS', capsets_key(c, lane))) do
+      if capset_within(capset, have) then
+        local got = redis.call('ZRANGE', ready_key(c, lane, capset), 0, max - 1, 'WITHSCORES')
+        if #got == 0 then
+          redis.call('SREM', capsets_key(c, lane), capset)
+        end
+        for i = 1, #got, 2 do
+          entries[#entries + 1] = { tonumber(got[i + 1]), got[i] }
+        end
+      end
+    end
+  end
+  table.sort(entries, function(a, b)
+    if a[1] ~= b[1] then
+      return a[1] < b[1]
+    end
+    return a[2] < b[2]
+  end)
+  return entries
+end
+
+-- Reads `n caps, caps..., n lanes, lanes...` from ARGV[i]; returns the
+-- capability set, the lanes (deduplicated) and the index after them.
+local function claim_filter(args, i)
+  local have, lanes, seen = {}, {}, {}
+  for _ = 1, tonumber(args[i]) do
+    i = i + 1
+    have[args[i]] = true
+  end
+  i = i + 1
+  for _ = 1, tonumber(args[i]) do
+    i = i + 1
+    if not seen[args[i]] then
+      seen[args[i]] = true
+      lanes[#lanes + 1] = args[i]
+    end
+  end
+  return have, lanes, i + 1
+end
+
+-- ARGV[4] worker id, [5] lease_ms, [6] max, [7] n caps, caps..., n lanes,
+-- lanes..., then `max` lease ids. Replies the claimed executions.
+local function fn_claim(keys, args)
+  local c = ctx(keys, args, true)
+  local worker_id, lease_ms, max = args[4], tonumber(args[5]), tonumber(args[6])
+  local have, lanes, i = claim_filter(args, 7)
+  local tasks = {}
+  for _, entry in ipairs(claim_candidates(c, lanes, have, max)) do
+    if #tasks >= max then
+      break
+    end
+    local e = load(c, string.sub(entry[2], 17))
+    if e and e.f.state == 'waiting' then
+      claim_one(c, e, worker_id, args[i + #tasks], lease_ms)
+      tasks[#tasks + 1] = flat(e)
+    end
+  end
+  return ok(tasks)
+end
+
+-- ARGV[4] max, [5] n caps, caps..., n lanes, lanes... Replies how many
+-- executions (at most max) a claim with this filter would take now.
+local function fn_claimable(keys, args)
+  local c = ctx(keys, args)
+  local max = tonumber(args[4])
+  local have, lanes = claim_filter(args, 5)
+  local n = 0
+  for _, lane in ipairs(lanes) do
+    for _, capset in ipairs(redis.call('SMEMBERS', capsets_key(c, lane))) do
+      if n >= max then
+        return ok(int(n))
+      end
+      if capset_within(capset, have) then
+        n = n + redis.call('ZCARD', ready_key(c, lane, capset))
+      end
+    end
+  end
+  return ok(int(math.min(n, max)))
+end
+
+-- Loads the execution named by ARGV[4] or answers `not_found`.
+local function load_arg(c, args)
+  local e = load(c, args[4])
+  if e == nil then
+    return nil, err('not_found')
+  end
+  return e
+end
+
+-- ARGV[4] id, [5] lease id, [6] epoch, [7] lease_ms or '', [8] '1' when
+-- Rust refuses the new duration: refused once the lease is found to hold.
+local function fn_heartbeat(keys, args)
+  local c = ctx(keys, args, true)
+  local e, failure = load_arg(c, args)
+  if not e then
+    return failure
+  end
+  local lost = check_lease(c, e, args[5], tonumber(args[6]))
+  if lost then
+    return err('lease_lost', lost)
+  end
+  if args[8] == '1' then
+    return err('refused')
+  end
+  local lease_ms = tonumber(args[7]) or num(e, 'lease_ms')
+  local before = snapshot(c, e)
+  put(e, 'lease_expires_at_ms', c.now + lease_ms)
+  put(e, 'lease_ms', lease_ms)
+  put(e, 'updated_at_ms', c.now)
+  commit(c, e, before)
+  return ok(e.f.lease_expires_at_ms, '0')
+end
+
+-- ARGV[4] id, [5] lease id, [6] epoch, [7] result JSON, [8] '1' when Rust
+-- refuses the write (result over the limit): refused after the replay check.
+local function fn_complete(keys, args)
+  local c = ctx(keys, args, true)
+  local e, failure = load_arg(c, args)
+  if not e then
+    return failure
+  end
+  local epoch = tonumber(args[6])
+  if is_replay(e, args[5], epoch, '1') then
+    return ok('replayed', flat(e))
+  end
+  if args[8] == '1' then
+    return err('refused')
+  end
+  local lost = check_lease(c, e, args[5], epoch)
+  if lost then
+    return err('lease_lost', lost)
+  end
+  local before = snapshot(c, e)
+  end_attempt(c, e, 'succeeded', nil)
+  put(e, 'result', args[7])
+  put(e, 'ended_lease_id', args[5])
+  put(e, 'ended_lease_epoch', epoch)
+  put(e, 'ended_lease_completed', '1')
+  finish(c, e, 'completed')
+  commit(c, e, before)
+  return ok('applied', flat(e))
+end
+
+-- ARGV[4] id, [5] lease id, [6] epoch, [7] error JSON (already cut to
+-- length), [8] retryable '1' or '0', [9] '1' when Rust refuses the write
+-- (error kind too long): refused after the replay check.
+local function fn_fail(keys, args)
+  local c = ctx(keys, args, true)
+  local e, failure = load_arg(c, args)
+  if not e then
+    return failure
+  end
+  local epoch = tonumber(args[6])
+  if is_replay(e, args[5], epoch, '0') then
+    return ok('replayed', flat(e))
+  end
+  if args[9] == '1' then
+    return err('refused')
+  end
+  local lost = check_lease(c, e, args[5], epoch)
+  if lost then
+    return err('lease_lost', lost)
+  end
+  local before = snapshot(c, e)
+  end_attempt(c, e, 'failed', args[7])
+  put(e, 'ended_lease_id', args[5])
+  put(e, 'ended_lease_epoch', epoch)
+  put(e, 'ended_lease_completed', '0')
+  retry_or_fail(c, e, args[7], args[8] == '1', false)
+  commit(c, e, before)
+  return ok('applied', flat(e))
+end
+
+-- ARGV[4] id, [5] '1' when a reason follows, [6] reason, [7] '1' when Rust
+-- refuses the cancel (reason too long): refused once the execution exists.
+local function fn_cancel(keys, args)
+  local c = ctx(keys, args, true)
+  local e, failure = load_arg(c, args)
+  if not e then
+    return failure
+  end
+  if args[7] == '1' then
+    return err('refused')
+  end
+  local st = e.f.state
+  if st == 'cancelled' then
+    return ok('replayed', flat(e))
+  end
+  if TERMINAL[st] then
+    return err('conflict_ended', st)
+  end
+  local reason
+  if args[5] == '1' then
+    reason = args[6]
+  end
+  cancel_one(c, e, reason)
+  return ok('applied', flat(e))
+end
+
+-- ARGV[4] id.
+local function fn_replay(keys, args)
+  local c = ctx(keys, args, true)
+  local e, failure = load_arg(c, args)
+  if not e then
+    return failure
+  end
+  if not TERMINAL[e.f.state] then
+    return err('conflict_not_ended', e.f.state)
+  end
+  replay_one(c, e)
+  return ok('applied', flat(e))
+end
+
+-- ARGV[4] id.
+local function fn_get(keys, args)
+  local c = ctx(keys, args)
+  local e, failure = load_arg(c, args)
+  if not e then
+    return failure
+  end
+  return ok(flat(e))
+end
+
+-- ARGV[4] id. Replies the ended attempts' rows, then the running one's,
+-- made from the execution's fields.
+local function fn_attempts(keys, args)
+  local c = ctx(keys, args)
+  local f = redis.call('HMGET', exec_key(c, args[4]), 'id', 'lease_id', 'attempts',
+    'attempt_started_at_ms', 'lease_worker_id')
+  if not f[1] then
+    return err('not_found')
+  end
+  local rows = redis.call('LRANGE', attempts_key(c, args[4]), 0, -1)
+  if f[2] then
+    rows[#rows + 1] = table.concat({ f[3], 'running', f[4] or '', '', f[5] or '', '' }, SEP)
+  end
+  return ok(rows)
+end
+
+local function list_matches(e, lane, state, kind, flow)
+  return (lane == '' or e.f.lane == lane)
+    and (state == '' or e.f.state == state)
+    and (kind == '' or e.f.kind == kind)
+    and (flow == '' or e.f.flow_id == flow)
+end
+
+-- ARGV[4] id to start after ('' from the first), [5] matches wanted,
+-- [6] most ids to examine, [7] lane, [8] state, [9] kind, [10] flow id
+-- ('' for any). Replies the last id examined, '1' when the partition is
+-- exhausted, and the matching executions in id order.
+local function fn_list(keys, args)
+  local c = ctx(keys, args)
+  local want, budget = tonumber(args[5]), tonumber(args[6])
+  local items, last, scanned = {}, args[4], 0
+  while scanned < budget do
+    local min = '-'
+    if last ~= '' then
+      min = '(' .. last
+    end
+    local page = math.min(100, budget - scanned)
+    local batch = redis.call('ZRANGEBYLEX', c.root .. 'all', min, '+', 'LIMIT', 0, page)
+    for _, id in ipairs(batch) do
+      scanned = scanned + 1
+      last = id
+      local e = load(c, id)
+      if e and list_matches(e, args[7], args[8], args[9], args[10]) then
+        items[#items + 1] = flat(e)
+        if #items >= want then
+          return ok(last, '0', items)
+        end
+      end
+    end
+    if #batch < page then
+      return ok(last, '1', items)
+    end
+  end
+  return ok(last, '0', items)
+end

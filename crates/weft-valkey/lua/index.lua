@@ -1,0 +1,186 @@
+-- index.lua: the index entry and timers of an execution,
+-- derived from its fields, and `commit`, which moves them by difference.
+--
+-- Definitions: a `waiting` execution sits in the ready ZSET of its
+-- (lane, capability set), score `1000 - priority`, member
+-- `%016d(ready_at_ms) .. id`: equal scores order by member, so one ZSET
+-- orders by priority (high first), then ready time, then id, exactly and
+-- without an epoch window. Every other state is a SET `s:<state>|<lane>` of
+-- ids, so a lane's depth in a state is one SCARD and no counter is kept.
+
+local function ready_key(c, lane, capset)
+  return c.root .. 'r|' .. lane .. '|' .. capset
+end
+
+local function capsets_key(c, lane)
+  return c.root .. 'c|' .. lane
+end
+
+local function state_key(c, state, lane)
+  return c.root .. 's:' .. state .. '|' .. lane
+end
+
+local function ready_member(e)
+  return string.format('%016d', num(e, 'ready_at_ms')) .. e.f.id
+end
+
+local function index_of(c, e)
+  local st = e.f.state
+  if st == 'waiting' then
+    local capset = e.f.requires or ''
+    return {
+      key = ready_key(c, e.f.lane, capset),
+      zset = true,
+      score = 1000 - num(e, 'priority'),
+      member = ready_member(e),
+      lane = e.f.lane,
+      capset = capset,
+    }
+  end
+  return { key = state_key(c, st, e.f.lane), member = e.f.id }
+end
+
+-- The timers an execution must have: kind -> due_ms (`machine::timers_of`).
+local function timers_of(c, e)
+  local t = {}
+  local st = e.f.state
+  if st == 'delayed' then
+    if e.f.run_at_ms then
+      t.delay = num(e, 'run_at_ms')
+    end
+  elseif st == 'active' and e.f.lease_id then
+    t.lease_expiry = num(e, 'lease_expires_at_ms')
+    if e.f.lease_timeout_at_ms then
+      t.attempt_timeout = num(e, 'lease_timeout_at_ms')
+    end
+  end
+  if TERMINAL[st] then
+    local finished = num(e, 'finished_at_ms') or num(e, 'updated_at_ms')
+    t.retention = finished + c.retention_ms
+  elseif e.f.deadline_at_ms then
+    t.deadline = num(e, 'deadline_at_ms')
+  end
+  return t
+end
+
+local function snapshot(c, e)
+  return {
+    index = index_of(c, e),
+    timers = timers_of(c, e),
+    state = e.f.state,
+    lane = e.f.lane,
+  }
+end
+
+local function index_add(c, ix)
+  if ix.zset then
+    redis.call('ZADD', ix.key, int(ix.score), ix.member)
+    redis.call('SADD', capsets_key(c, ix.lane), ix.capset)
+  else
+    redis.call('SADD', ix.key, ix.member)
+  end
+end
+
+-- A capability set stays listed for its lane after its ZSET empties; the
+-- next claim that finds it empty unlists it (one command there instead of
+-- a ZCARD on every removal).
+local function index_remove(c, ix)
+  if ix.zset then
+    redis.call('ZREM', ix.key, ix.member)
+  else
+    redis.call('SREM', ix.key, ix.member)
+  end
+end
+
+local function timer_member(kind, id)
+  return id .. '|' .. kind
+end
+
+local function timer_parts(member)
+  local bar = string.find(member, '|', 1, true) or 0
+  return string.sub(member, bar + 1), string.sub(member, 1, bar - 1)
+end
+
+local function earliest_due(c)
+  local first = redis.call('ZRANGE', c.root .. 't', 0, 0, 'WITHSCORES')
+  if first[2] then
+    return tonumber(first[2])
+  end
+  return nil
+end
+
+-- Moves timers from `old` to `new` (kind -> due); hints an earlier timer.
+local function move_timers(c, id, old, new)
+  local adds = {}
+  for kind, due in pairs(new) do
+    if old[kind] ~= due then
+      adds[#adds + 1] = kind
+    end
+  end
+  local earliest
+  if c.hints and #adds > 0 then
+    earliest = earliest_due(c)
+  end
+  for kind, due in pairs(old) do
+    if new[kind] ~= due then
+      redis.call('ZREM', c.root .. 't', timer_member(kind, id))
+    end
+  end
+  local first
+  for _, kind in ipairs(adds) do
+    redis.call('ZADD', c.root .. 't', int(new[kind]), timer_member(kind, id))
+    if first == nil or new[kind] < first then
+      first = new[kind]
+    end
+  end
+  if c.hints and first and (earliest == nil or first < earliest) then
+    redis.call('PUBLISH', c.channel, c.partition .. ':' .. int(first))
+  end
+end
+
+
+local function same_index(a, b)
+  return a.key == b.key and a.member == b.member and a.score == b.score
+end
+
+-- Publishes `R|<partition>|<lane>` when an execution becomes claimable and
+-- `E|<state>|<id>` when it ends, for `Store::events` (advisory, may be lost).
+local function publish_events(c, e, before, after)
+  if after.index.zset and (before == nil or not same_index(before.index, after.index)) then
+    redis.call('PUBLISH', c.events, 'R|' .. c.partition .. '|' .. e.f.lane)
+  end
+  if TERMINAL[after.state] and (before == nil or not TERMINAL[before.state]) then
+    redis.call('PUBLISH', c.events, 'E|' .. after.state .. '|' .. e.f.id)
+  end
+end
+
+-- Writes `e` and moves its index and timers from `before`
+-- (a snapshot, or nil for a new execution).
+local function commit(c, e, before)
+  save(c, e)
+  local after = snapshot(c, e)
+  publish_events(c, e, before, after)
+  if before == nil then
+    index_add(c, after.index)
+    move_timers(c, e.f.id, {}, after.timers)
+    return
+  end
+  if not same_index(before.index, after.index) then
+    index_remove(c, before.index)
+    index_add(c, after.index)
+  end
+  move_timers(c, e.f.id, before.timers, after.timers)
+end
+
+-- Retention: removes everything of the execution.
+local function purge(c, e, before)
+  local id = e.f.id
+  redis.call('DEL', exec_key(c, id), attempts_key(c, id))
+  index_remove(c, before.index)
+  move_timers(c, id, before.timers, {})
+  redis.call('ZREM', c.root .. 'all', id)
+  local key = e.f.idempotency_key
+  if key and redis.call('HGET', c.root .. 'k', key) == id then
+    redis.call('HDEL', c.root .. 'k', key)
+  end
+end

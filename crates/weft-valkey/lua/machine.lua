@@ -1,0 +1,168 @@
+-- machine.lua: the transitions of weft-core `machine.rs`, field for field.
+--
+-- Invariants: each function checks everything that can refuse the command
+-- before it writes anything (Valkey does not roll a function back), and
+-- changes exactly the fields the Rust function changes.
+
+local function set_lease_fields_nil(e)
+  for _, k in ipairs(LEASE_FIELDS) do
+    put(e, k, nil)
+  end
+end
+
+-- `end_attempt`: ends the running attempt and releases the lease. The
+-- attempt's row is written once, here; while it runs, the execution's
+-- fields (`attempts`, `lease_worker_id`, `attempt_started_at_ms`) are it.
+local function end_attempt(c, e, state, error_json)
+  if e.f.lease_id == nil then
+    return
+  end
+  local row = {
+    e.f.attempts, state, e.f.attempt_started_at_ms or '', int(c.now),
+    e.f.lease_worker_id or '', error_json or '',
+  }
+  redis.call('RPUSH', attempts_key(c, e.f.id), table.concat(row, SEP))
+  set_lease_fields_nil(e)
+  put(e, 'attempt_started_at_ms', nil)
+end
+
+local function finish(c, e, state)
+  put(e, 'state', state)
+  put(e, 'finished_at_ms', c.now)
+  put(e, 'run_at_ms', nil)
+  put(e, 'updated_at_ms', c.now)
+end
+
+-- `retry_or_fail`: after a counted failure, back to the queue (with backoff
+-- unless `immediate`) while attempts are left, else `failed`.
+local function retry_or_fail(c, e, error_json, retryable, immediate)
+  local failures = num(e, 'failures') + 1
+  put(e, 'failures', failures)
+  put(e, 'error', error_json)
+  put(e, 'updated_at_ms', c.now)
+  local exhausted = failures >= num(e, 'max_attempts')
+    or num(e, 'reclaims') > num(e, 'max_reclaims')
+  if not retryable or exhausted then
+    finish(c, e, 'failed')
+    return
+  end
+  local delay = 0
+  if not immediate then
+    delay = backoff_delay(e, failures, jitter_unit(e.f.id, num(e, 'attempts')))
+  end
+  if delay > 0 then
+    put(e, 'state', 'delayed')
+    put(e, 'run_at_ms', c.now + delay)
+  else
+    put(e, 'state', 'waiting')
+    put(e, 'run_at_ms', nil)
+    put(e, 'ready_at_ms', c.now)
+  end
+end
+
+-- `check_lease`: nil when the presented lease holds, else the reason code.
+local function check_lease(c, e, lease_id, epoch)
+  if e.f.lease_id == nil then
+    return 'none'
+  end
+  if num(e, 'lease_epoch') ~= epoch or e.f.lease_id ~= lease_id then
+    return 'newer'
+  end
+  if num(e, 'lease_expires_at_ms') <= c.now then
+    return 'expired'
+  end
+  return nil
+end
+
+local function is_replay(e, lease_id, epoch, completed)
+  return e.f.ended_lease_id == lease_id
+    and num(e, 'ended_lease_epoch') == epoch
+    and e.f.ended_lease_completed == completed
+end
+
+local function claim_one(c, e, worker_id, lease_id, lease_ms)
+  local before = snapshot(c, e)
+  local attempts = num(e, 'attempts') + 1
+  local epoch = num(e, 'epoch') + 1
+  put(e, 'attempts', attempts)
+  put(e, 'epoch', epoch)
+  put(e, 'state', 'active')
+  put(e, 'updated_at_ms', c.now)
+  put(e, 'lease_id', lease_id)
+  put(e, 'lease_epoch', epoch)
+  put(e, 'lease_expires_at_ms', c.now + lease_ms)
+  put(e, 'lease_ms', lease_ms)
+  put(e, 'lease_worker_id', worker_id)
+  local timeout = num(e, 'timeout_ms')
+  if timeout then
+    put(e, 'lease_timeout_at_ms', c.now + timeout)
+  else
+    put(e, 'lease_timeout_at_ms', nil)
+  end
+  put(e, 'attempt_started_at_ms', c.now)
+  commit(c, e, before)
+end
+
+local function cancel_one(c, e, reason)
+  local before = snapshot(c, e)
+  end_attempt(c, e, 'cancelled', nil)
+  put(e, 'cancel_reason', reason)
+  finish(c, e, 'cancelled')
+  commit(c, e, before)
+end
+
+local function replay_one(c, e)
+  local before = snapshot(c, e)
+  put(e, 'state', 'waiting')
+  put(e, 'failures', 0)
+  put(e, 'reclaims', 0)
+  for _, k in ipairs({ 'result', 'error', 'finished_at_ms', 'run_at_ms' }) do
+    put(e, k, nil)
+  end
+  put(e, 'ready_at_ms', c.now)
+  put(e, 'updated_at_ms', c.now)
+  for _, k in ipairs({ 'ended_lease_id', 'ended_lease_epoch', 'ended_lease_completed' }) do
+    put(e, k, nil)
+  end
+  put(e, 'cancel_reason', nil)
+  local deadline = num(e, 'deadline_ms')
+  if deadline then
+    put(e, 'deadline_at_ms', c.now + deadline)
+  else
+    put(e, 'deadline_at_ms', nil)
+  end
+  commit(c, e, before)
+end
+
+-- `fire`: applies one due timer, or reports it stale ('dropped').
+local function fire(c, e, kind, due)
+  local current = timers_of(c, e)
+  if due > c.now or current[kind] ~= due then
+    return 'dropped'
+  end
+  local before = snapshot(c, e)
+  if kind == 'delay' then
+    put(e, 'state', 'waiting')
+    put(e, 'ready_at_ms', due)
+    put(e, 'run_at_ms', nil)
+    put(e, 'updated_at_ms', c.now)
+  elseif kind == 'lease_expiry' then
+    end_attempt(c, e, 'lease_lost', ERR_LEASE_LOST)
+    put(e, 'reclaims', num(e, 'reclaims') + 1)
+    retry_or_fail(c, e, ERR_LEASE_LOST, true, true)
+  elseif kind == 'attempt_timeout' then
+    end_attempt(c, e, 'timed_out', ERR_TIMED_OUT)
+    retry_or_fail(c, e, ERR_TIMED_OUT, true, false)
+  elseif kind == 'deadline' then
+    end_attempt(c, e, 'timed_out', ERR_DEADLINE)
+    put(e, 'error', ERR_DEADLINE)
+    finish(c, e, 'expired')
+  elseif kind == 'retention' then
+    purge(c, e, before)
+    return 'applied'
+  else
+    return 'dropped'
+  end
+  commit(c, e, before)
+  return 'applied'
+end

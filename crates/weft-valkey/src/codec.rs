@@ -1,0 +1,403 @@
+//! Between Rust values and the library's arguments and replies.
+//!
+//! Definitions: an execution is stored as a HASH of scalar fields named like
+//! `Execution`'s fields (the lease flattened to `lease_*`, the ended lease to
+//! `ended_lease_*`, the backoff to `backoff_*`); payload, result, tags and
+//! error are JSON text written by Rust and never re-encoded by Lua. An absent
+//! field is `None`; fields `Execution` does not have (`attempt_started_at_ms`)
+//! are ignored. An attempt is one entry:
+//! `number␟state␟started_at_ms␟ended_at_ms␟worker_id␟error_json` (␟ = 0x1f,
+//! empty = none), stored when it ends and made up from the execution's
+//! fields while it runs.
+//!
+//! Invariants: `decode_execution(encode(e))` gives back `e`; every reply is
+//! `['ok', …]` or `['err', kind, detail, detail]`; a malformed reply is an
+//! `Internal` error, never a panic.
+
+use std::collections::{BTreeMap, HashMap};
+
+use redis::Value;
+use weft_core::{
+    Attempt, AttemptNumber, AttemptState, Backoff, EndedLease, Error, ErrorInfo, Execution,
+    ExecutionId, FlowId, Lease, LeaseEpoch, LeaseId, Result, State,
+};
+
+/// The separator inside an attempt entry.
+pub const ATTEMPT_SEP: char = '\u{1f}';
+
+/// A reply's payload after its `ok` status.
+pub type Fields = Vec<Value>;
+
+/// What a refused call says, before it is given its execution's context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The library's error kind (`not_found`, `lease_lost`, …).
+    pub kind: String,
+    /// First detail.
+    pub a: String,
+    /// Second detail.
+    pub b: String,
+}
+
+fn bad(what: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("unexpected reply from the weft library: {what}"))
+}
+
+/// The text of a string reply.
+pub fn text(value: &Value) -> Result<String> {
+    match value {
+        Value::BulkString(bytes) => {
+            String::from_utf8(bytes.clone()).map_err(|_| bad("non-UTF-8 text"))
+        }
+        Value::SimpleString(s) => Ok(s.clone()),
+        Value::Int(n) => Ok(n.to_string()),
+        Value::Okay => Ok("OK".to_owned()),
+        other => Err(bad(format!("{other:?} where text was expected"))),
+    }
+}
+
+/// An integer sent as text or as an integer.
+pub fn int(value: &Value) -> Result<i64> {
+    match value {
+        Value::Int(n) => Ok(*n),
+        other => {
+            let t = text(other)?;
+            t.parse()
+                .map_err(|_| bad(format!("{t:?} is not an integer")))
+        }
+    }
+}
+
+/// The elements of an array reply.
+pub fn array(value: &Value) -> Result<&[Value]> {
+    match value {
+        Value::Array(items) | Value::Set(items) => Ok(items),
+        Value::Nil => Ok(&[]),
+        other => Err(bad(format!("{other:?} where an array was expected"))),
+    }
+}
+
+/// Splits `['ok', …]` from `['err', kind, a, b]`.
+pub fn status(value: Value) -> Result<std::result::Result<Fields, Refusal>> {
+    let Value::Array(mut items) = value else {
+        return Err(bad(format!("{value:?} where a status array was expected")));
+    };
+    if items.is_empty() {
+        return Err(bad("an empty reply"));
+    }
+    let head = text(&items[0])?;
+    match head.as_str() {
+        "ok" => {
+            items.remove(0);
+            Ok(Ok(items))
+        }
+        "err" => {
+            let get = |i: usize| {
+                items
+                    .get(i)
+                    .map(text)
+                    .transpose()
+                    .map(Option::unwrap_or_default)
+            };
+            Ok(Err(Refusal {
+                kind: get(1)?,
+                a: get(2)?,
+                b: get(3)?,
+            }))
+        }
+        other => Err(bad(format!("status {other:?}"))),
+    }
+}
+
+/// A flat `field, value, …` array as a map.
+pub fn field_map(value: &Value) -> Result<HashMap<String, String>> {
+    let items = array(value)?;
+    let mut map = HashMap::with_capacity(items.len() / 2);
+    for pair in items.chunks(2) {
+        let [k, v] = pair else {
+            return Err(bad("an odd field list"));
+        };
+        map.insert(text(k)?, text(v)?);
+    }
+    Ok(map)
+}
+
+/// Turns a refusal about one execution into Weft's error; `refused` is
+/// what Rust decided before the call, reported when the library reached
+/// the point where the state machine checks it.
+pub fn refusal_error(
+    refusal: Refusal,
+    id: &ExecutionId,
+    epoch: LeaseEpoch,
+    refused: Option<Error>,
+) -> Error {
+    match refusal.kind.as_str() {
+        "refused" => refused.unwrap_or_else(|| Error::Internal("an unexplained refusal".into())),
+        "not_found" => Error::NotFound {
+            what: "execution",
+            id: id.to_string(),
+        },
+        "lease_lost" => Error::LeaseLost {
+            execution_id: id.to_string(),
+            epoch,
+            reason: match refusal.a.as_str() {
+                "none" => "the execution holds no lease",
+                "newer" => "a newer lease holds the execution",
+                _ => "the lease has expired",
+            },
+        },
+        "conflict_ended" => Error::conflict(format!("{id} already ended {}", refusal.a)),
+        "conflict_not_ended" => Error::conflict(format!("{id} is {}, not ended", refusal.a)),
+        other => Error::Internal(format!(
+            "weft library refused with {other:?}: {}",
+            refusal.a
+        )),
+    }
+}
+
+/// Field values of one stored execution, with typed getters.
+struct Row(HashMap<String, String>);
+
+impl Row {
+    fn text(&self, field: &str) -> Result<String> {
+        self.0
+            .get(field)
+            .cloned()
+            .ok_or_else(|| bad(format!("execution without {field}")))
+    }
+
+    fn opt_text(&self, field: &str) -> Option<String> {
+        self.0.get(field).cloned()
+    }
+
+    fn num<T: std::str::FromStr>(&self, field: &str) -> Result<T> {
+        let raw = self.text(field)?;
+        raw.parse()
+            .map_err(|_| bad(format!("{field} = {raw:?} is not a number")))
+    }
+
+    fn opt_num<T: std::str::FromStr>(&self, field: &str) -> Result<Option<T>> {
+        self.0.get(field).map(|_| self.num(field)).transpose()
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&self, field: &str) -> Result<Option<T>> {
+        self.0
+            .get(field)
+            .map(|raw| serde_json::from_str(raw).map_err(|e| bad(format!("{field}: {e}"))))
+            .transpose()
+    }
+
+    fn lease(&self) -> Result<Option<Lease>> {
+        let Some(id) = self.opt_text("lease_id") else {
+            return Ok(None);
+        };
+        Ok(Some(Lease {
+            id: LeaseId(id),
+            epoch: LeaseEpoch(self.num("lease_epoch")?),
+            expires_at_ms: self.num("lease_expires_at_ms")?,
+            lease_ms: self.num("lease_ms")?,
+            worker_id: self.text("lease_worker_id")?,
+            timeout_at_ms: self.opt_num("lease_timeout_at_ms")?,
+        }))
+    }
+
+    fn ended_lease(&self) -> Result<Option<EndedLease>> {
+        let Some(id) = self.opt_text("ended_lease_id") else {
+            return Ok(None);
+        };
+        Ok(Some(EndedLease {
+            id: LeaseId(id),
+            epoch: LeaseEpoch(self.num("ended_lease_epoch")?),
+            completed: self.text("ended_lease_completed")? == "1",
+        }))
+    }
+
+    fn backoff(&self) -> Result<Backoff> {
+        Ok(Backoff {
+            initial_ms: self.num("backoff_initial_ms")?,
+            max_ms: self.num("backoff_max_ms")?,
+            multiplier: self.num("backoff_multiplier")?,
+            jitter: self.num("backoff_jitter")?,
+        })
+    }
+}
+
+/// Parses a stored execution hash (as `HGETALL` or the library returns it).
+pub fn decode_execution(value: &Value) -> Result<Execution> {
+    let row = Row(field_map(value)?);
+    let id = ExecutionId::parse(&row.text("id")?).map_err(|_| bad("a malformed id"))?;
+    let flow_id = row
+        .opt_text("flow_id")
+        .map(|f| FlowId::parse(&f).map_err(|_| bad("a malformed flow id")))
+        .transpose()?;
+    let requires = row.text("requires")?;
+    Ok(Execution {
+        id,
+        kind: row.text("kind")?,
+        lane: row.text("lane")?,
+        state: State::parse(&row.text("state")?).map_err(bad)?,
+        priority: row.num("priority")?,
+        payload: row.json("payload")?.unwrap_or(serde_json::Value::Null),
+        attempts: row.num("attempts")?,
+        failures: row.num("failures")?,
+        reclaims: row.num("reclaims")?,
+        max_attempts: row.num("max_attempts")?,
+        max_reclaims: row.num("max_reclaims")?,
+        backoff: row.backoff()?,
+        timeout_ms: row.opt_num("timeout_ms")?,
+        deadline_ms: row.opt_num("deadline_ms")?,
+        deadline_at_ms: row.opt_num("deadline_at_ms")?,
+        requires: requires
+            .split(',')
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        idempotency_key: row.opt_text("idempotency_key"),
+        tags: row.json("tags")?.unwrap_or_default(),
+        result: row.json("result")?,
+        error: row.json("error")?,
+        flow_id,
+        flow_node: row.opt_text("flow_node"),
+        created_at_ms: row.num("created_at_ms")?,
+        updated_at_ms: row.num("updated_at_ms")?,
+        run_at_ms: row.opt_num("run_at_ms")?,
+        ready_at_ms: row.num("ready_at_ms")?,
+        finished_at_ms: row.opt_num("finished_at_ms")?,
+        lease: row.lease()?,
+        epoch: LeaseEpoch(row.num("epoch")?),
+        ended_lease: row.ended_lease()?,
+        cancel_reason: row.opt_text("cancel_reason"),
+    })
+}
+
+/// The fields of a new execution that do not depend on the store's time,
+/// as `field, value` pairs for `weft_submit`.
+pub fn submit_fields(exec: &Execution) -> Result<Vec<(&'static str, String)>> {
+    let json = |v: &serde_json::Value| {
+        serde_json::to_string(v).map_err(|e| Error::Internal(format!("payload: {e}")))
+    };
+    let mut out = vec![
+        ("kind", exec.kind.clone()),
+        ("lane", exec.lane.clone()),
+        ("priority", exec.priority.to_string()),
+        ("payload", json(&exec.payload)?),
+        ("max_attempts", exec.max_attempts.to_string()),
+        ("max_reclaims", exec.max_reclaims.to_string()),
+        ("backoff_initial_ms", exec.backoff.initial_ms.to_string()),
+        ("backoff_max_ms", exec.backoff.max_ms.to_string()),
+        ("backoff_multiplier", exec.backoff.multiplier.to_string()),
+        ("backoff_jitter", exec.backoff.jitter.to_string()),
+        ("requires", exec.capset()),
+        (
+            "tags",
+            serde_json::to_string(&exec.tags).map_err(|e| Error::Internal(format!("tags: {e}")))?,
+        ),
+    ];
+    if let Some(t) = exec.timeout_ms {
+        out.push(("timeout_ms", t.to_string()));
+    }
+    if let Some(d) = exec.deadline_ms {
+        out.push(("deadline_ms", d.to_string()));
+    }
+    if let Some(key) = &exec.idempotency_key {
+        out.push(("idempotency_key", key.clone()));
+    }
+    Ok(out)
+}
+
+fn attempt_state(text: &str) -> Result<AttemptState> {
+    AttemptState::parse(text).ok_or_else(|| bad(format!("attempt state {text:?}")))
+}
+
+/// Parses one attempt entry.
+pub fn decode_attempt(entry: &str) -> Result<Attempt> {
+    let parts: Vec<&str> = entry.splitn(6, ATTEMPT_SEP).collect();
+    let [number, state, started, ended, worker, error] = parts[..] else {
+        return Err(bad(format!("attempt entry {entry:?}")));
+    };
+    let parse = |t: &str| {
+        t.parse::<i64>()
+            .map_err(|_| bad(format!("attempt time {t:?}")))
+    };
+    Ok(Attempt {
+        number: AttemptNumber(number.parse().map_err(|_| bad("attempt number"))?),
+        worker_id: worker.to_owned(),
+        state: attempt_state(state)?,
+        started_at_ms: parse(started)?,
+        ended_at_ms: (!ended.is_empty()).then(|| parse(ended)).transpose()?,
+        error: if error.is_empty() {
+            None
+        } else {
+            Some(serde_json::from_str::<ErrorInfo>(error).map_err(bad)?)
+        },
+    })
+}
+
+/// Cuts an error message to `ERROR_MESSAGE_LEN_MAX` bytes on a character
+/// boundary, as the state machine does before storing it.
+pub fn truncate_error(mut error: ErrorInfo) -> ErrorInfo {
+    let max = weft_core::ERROR_MESSAGE_LEN_MAX;
+    if error.message.len() > max {
+        let mut cut = max;
+        while !error.message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        error.message.truncate(cut);
+    }
+    error
+}
+
+/// Sums `lane|state -> count` maps into per-lane depths.
+pub fn add_depths(
+    into: &mut BTreeMap<String, weft_core::LaneDepth>,
+    fields: &HashMap<String, String>,
+) {
+    for (field, count) in fields {
+        let Some((lane, state)) = field.rsplit_once('|') else {
+            continue;
+        };
+        let n: u64 = count.parse().unwrap_or(0);
+        let depth = into
+            .entry(lane.to_owned())
+            .or_insert_with(|| weft_core::LaneDepth {
+                lane: lane.to_owned(),
+                ..Default::default()
+            });
+        match state {
+            "waiting" => depth.waiting += n,
+            "delayed" => depth.delayed += n,
+            "active" => depth.active += n,
+            "suspended" => depth.suspended += n,
+            "blocked" => depth.blocked += n,
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Attempt entries and refusals decode as documented.
+    use super::*;
+
+    #[test]
+    fn attempts_round_trip() {
+        let entry =
+            "3\u{1f}failed\u{1f}10\u{1f}20\u{1f}w-1\u{1f}{\"message\":\"x\",\"kind\":\"k\"}";
+        let a = decode_attempt(entry).unwrap();
+        assert_eq!(a.number, AttemptNumber(3));
+        assert_eq!(a.state, AttemptState::Failed);
+        assert_eq!(a.ended_at_ms, Some(20));
+        assert_eq!(a.error, Some(ErrorInfo::new("k", "x")));
+        let running = decode_attempt("1\u{1f}running\u{1f}10\u{1f}\u{1f}w\u{1f}").unwrap();
+        assert_eq!(running.ended_at_ms, None);
+        assert!(decode_attempt("garbage").is_err());
+    }
+
+    #[test]
+    fn errors_are_cut_on_char_boundaries() {
+        let long = "é".repeat(weft_core::ERROR_MESSAGE_LEN_MAX);
+        let cut = truncate_error(ErrorInfo::new("k", long));
+        assert!(cut.message.len() <= weft_core::ERROR_MESSAGE_LEN_MAX);
+        assert!(cut.message.len() >= weft_core::ERROR_MESSAGE_LEN_MAX - 1);
+    }
+}

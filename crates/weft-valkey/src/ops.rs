@@ -1,0 +1,405 @@
+//! The `Store` trait over `ValkeyStore`'s calls.
+//!
+//! Definitions: each method builds the argument list its library function
+//! documents (see `lua/execution.lua`, `lua/partition.lua`,
+//! `lua/engine.lua`) and decodes the reply.
+//!
+//! Invariants: validation that needs no data happens here, with the same
+//! functions and field names as every other store; everything that reads
+//! state happens in the one call.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+use weft_core::{
+    Attempt, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, Error, Execution,
+    ExecutionId, FailParams, HeartbeatParams, HeartbeatReply, LaneDepth, LeaseEpoch, ListParams,
+    Page, PartitionCount, PartitionId, PartitionOwner, RebalanceParams, Result, Store, StoreEvent,
+    SubmitParams, Submitted, Task, TickReport, LIST_LIMIT_MAX,
+};
+
+use crate::codec;
+use crate::store::{decode_tasks, ValkeyStore, LIST_SCAN_BUDGET};
+
+fn json(value: &serde_json::Value) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Internal(format!("json: {e}")))
+}
+
+impl ValkeyStore {
+    /// One page of the list, scanning partitions in id order.
+    async fn list(&self, params: &ListParams) -> Result<Page> {
+        let limit = usize::try_from(params.limit).unwrap_or(usize::MAX);
+        // One item beyond the page says whether another page exists.
+        let wanted = limit + 1;
+        let start = params
+            .cursor
+            .as_deref()
+            .and_then(|c| ExecutionId::parse(c).ok())
+            .map_or(0, |id| id.partition().0);
+        let mut items = Vec::new();
+        'partitions: for p in start..self.inner.count.get() {
+            let mut after = params.cursor.clone().unwrap_or_default();
+            loop {
+                let mut cmd = self.call("weft_list", PartitionId(p));
+                cmd.arg(&after)
+                    .arg(wanted - items.len())
+                    .arg(LIST_SCAN_BUDGET)
+                    .arg(params.lane.as_deref().unwrap_or(""))
+                    .arg(params.state.map_or("", |s| s.as_str()))
+                    .arg(params.kind.as_deref().unwrap_or(""))
+                    .arg(params.flow_id.as_deref().unwrap_or(""));
+                let reply = codec::status(self.run(&cmd).await?)?
+                    .map_err(|r| Error::Internal(format!("list: {r:?}")))?;
+                let [last, done, found] = &reply[..] else {
+                    return Err(Error::Internal("a malformed list reply".into()));
+                };
+                for value in codec::array(found)? {
+                    items.push(codec::decode_execution(value)?);
+                }
+                if items.len() >= wanted {
+                    break 'partitions;
+                }
+                if codec::text(done)? == "1" {
+                    break;
+                }
+                after = codec::text(last)?;
+            }
+        }
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|e| e.id.to_string())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn depths(&self) -> Result<Vec<LaneDepth>> {
+        let mut pipe = redis::pipe();
+        for partition in self.inner.count.iter() {
+            pipe.add_command(self.call("weft_depths", partition));
+        }
+        let mut depths = BTreeMap::new();
+        for reply in self.run_pipeline(&pipe).await? {
+            let fields =
+                codec::status(reply)?.map_err(|r| Error::Internal(format!("depths: {r:?}")))?;
+            if let Some(map) = fields.first() {
+                codec::add_depths(&mut depths, &codec::field_map(map)?);
+            }
+        }
+        Ok(depths.into_values().collect())
+    }
+
+    async fn tick(&self, partition: PartitionId, max: u32) -> Result<TickReport> {
+        self.check_partition(partition)?;
+        let mut cmd = self.call("weft_tick", partition);
+        cmd.arg(max);
+        let reply = codec::status(self.run(&cmd).await?)?
+            .map_err(|r| Error::Internal(format!("tick: {r:?}")))?;
+        let [applied, dropped, next_due, now] = &reply[..] else {
+            return Err(Error::Internal("a malformed tick reply".into()));
+        };
+        let next_due = codec::text(next_due)?;
+        Ok(TickReport {
+            applied: u32::try_from(codec::int(applied)?).unwrap_or(u32::MAX),
+            dropped: u32::try_from(codec::int(dropped)?).unwrap_or(u32::MAX),
+            next_due_ms: if next_due.is_empty() {
+                None
+            } else {
+                Some(
+                    next_due
+                        .parse()
+                        .map_err(|_| Error::Internal(format!("tick: next due {next_due:?}")))?,
+                )
+            },
+            now_ms: codec::int(now)?,
+        })
+    }
+
+    async fn audit(&self, partition: PartitionId) -> Result<AuditReport> {
+        self.check_partition(partition)?;
+        let cmd = self.call("weft_audit", partition);
+        let reply = codec::status(self.run(&cmd).await?)?
+            .map_err(|r| Error::Internal(format!("audit: {r:?}")))?;
+        let [executions, problems] = &reply[..] else {
+            return Err(Error::Internal("a malformed audit reply".into()));
+        };
+        Ok(AuditReport {
+            executions: u64::try_from(codec::int(executions)?).unwrap_or(0),
+            problems: codec::array(problems)?
+                .iter()
+                .map(codec::text)
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    async fn rebalance(&self, params: &RebalanceParams) -> Result<Vec<PartitionId>> {
+        check_rebalance(params)?;
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg("weft_rebalance")
+            .arg(1)
+            .arg(self.inner.keys.engine())
+            .arg(&params.instance_id)
+            .arg(params.lease_ms)
+            .arg(if params.leaving { "1" } else { "0" })
+            .arg(self.inner.count.get());
+        let reply = codec::status(self.run(&cmd).await?)?
+            .map_err(|r| Error::Internal(format!("rebalance: {r:?}")))?;
+        let Some(list) = reply.first() else {
+            return Ok(Vec::new());
+        };
+        codec::array(list)?
+            .iter()
+            .map(|v| {
+                let p = codec::int(v)?;
+                u16::try_from(p)
+                    .map(PartitionId)
+                    .map_err(|_| Error::Internal(format!("partition {p}")))
+            })
+            .collect()
+    }
+
+    async fn owners(&self) -> Result<Vec<PartitionOwner>> {
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg("weft_owners").arg(1).arg(self.inner.keys.engine());
+        let reply = codec::status(self.run(&cmd).await?)?
+            .map_err(|r| Error::Internal(format!("owners: {r:?}")))?;
+        let map = reply
+            .first()
+            .map(codec::field_map)
+            .transpose()?
+            .unwrap_or_default();
+        let mut owners = Vec::with_capacity(map.len());
+        for (partition, value) in map {
+            let bad = || Error::Internal(format!("owner entry {partition} = {value:?}"));
+            let partition: u16 = partition.parse().map_err(|_| bad())?;
+            let (expires, instance) = value.split_once('|').ok_or_else(bad)?;
+            owners.push(PartitionOwner {
+                partition: PartitionId(partition),
+                instance_id: instance.to_owned(),
+                expires_at_ms: expires.parse().map_err(|_| bad())?,
+            });
+        }
+        owners.sort_by_key(|o| o.partition);
+        Ok(owners)
+    }
+}
+
+/// Checks a rebalance's fields, as every store does.
+fn check_rebalance(params: &RebalanceParams) -> Result<()> {
+    let id = &params.instance_id;
+    if id.is_empty() || id.len() > weft_core::WORKER_ID_LEN_MAX || id.chars().any(char::is_control)
+    {
+        return Err(Error::invalid(
+            "instance_id",
+            format!(
+                "must be 1..={} bytes without control characters",
+                weft_core::WORKER_ID_LEN_MAX
+            ),
+        ));
+    }
+    if params.lease_ms <= 0 || params.lease_ms > weft_core::DURATION_MS_MAX {
+        return Err(Error::invalid(
+            "lease_ms",
+            format!(
+                "must be 1..={}, got {}",
+                weft_core::DURATION_MS_MAX,
+                params.lease_ms
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for ValkeyStore {
+    fn partition_count(&self) -> PartitionCount {
+        self.inner.count
+    }
+
+    async fn now_ms(&self) -> Result<i64> {
+        let value = self.run(&redis::cmd("TIME")).await?;
+        let parts = codec::array(&value)?;
+        let [secs, micros] = parts else {
+            return Err(Error::Internal("a malformed TIME reply".into()));
+        };
+        Ok(codec::int(secs)? * 1000 + codec::int(micros)? / 1000)
+    }
+
+    async fn execution_submit(&self, params: &SubmitParams) -> Result<Submitted> {
+        self.submit(params).await
+    }
+
+    async fn execution_claim_across(
+        &self,
+        params: &ClaimParams,
+        start: PartitionId,
+    ) -> Result<Vec<Task>> {
+        ValkeyStore::execution_claim_across(self, params, start).await
+    }
+
+    async fn execution_claim(
+        &self,
+        partition: PartitionId,
+        params: &ClaimParams,
+    ) -> Result<Vec<Task>> {
+        let claim = params.normalized()?;
+        self.check_partition(partition)?;
+        decode_tasks(self.run(&self.claim_cmd(partition, &claim)).await?)
+    }
+
+    async fn execution_heartbeat(&self, params: &HeartbeatParams) -> Result<HeartbeatReply> {
+        let id = &params.execution_id;
+        self.check_id(id)?;
+        // The state machine checks a new duration once the lease holds.
+        let refused = params
+            .lease_ms
+            .and_then(|ms| weft_core::check_lease_ms(ms).err());
+        let mut cmd = self.call("weft_heartbeat", id.partition());
+        cmd.arg(id.as_str())
+            .arg(&params.lease.lease_id.0)
+            .arg(params.lease.epoch.0)
+            .arg(params.lease_ms.map(|ms| ms.to_string()).unwrap_or_default())
+            .arg(if refused.is_some() { "1" } else { "0" });
+        let reply = self.run_on(&cmd, id, params.lease.epoch, refused).await?;
+        let expires = reply
+            .first()
+            .ok_or_else(|| Error::Internal("a heartbeat reply without expiry".into()))?;
+        Ok(HeartbeatReply {
+            expires_at_ms: codec::int(expires)?,
+            // Cancel ends the lease at once, so a live lease is never asked
+            // to stop; a heartbeat after a cancel is `lease_lost`.
+            cancel_requested: false,
+        })
+    }
+
+    async fn execution_complete(&self, params: &CompleteParams) -> Result<Execution> {
+        let id = &params.execution_id;
+        self.check_id(id)?;
+        let bytes = weft_core::payload_bytes(&params.result);
+        let max_bytes = self.inner.machine.payload_bytes_max;
+        let refused = (bytes > max_bytes).then_some(Error::PayloadTooLarge { bytes, max_bytes });
+        let mut cmd = self.call("weft_complete", id.partition());
+        cmd.arg(id.as_str())
+            .arg(&params.lease.lease_id.0)
+            .arg(params.lease.epoch.0)
+            // A refused result is never stored; do not ship it.
+            .arg(if refused.is_some() {
+                String::new()
+            } else {
+                json(&params.result)?
+            })
+            .arg(if refused.is_some() { "1" } else { "0" });
+        Self::execution_of(&self.run_on(&cmd, id, params.lease.epoch, refused).await?)
+    }
+
+    async fn execution_fail(&self, params: &FailParams) -> Result<Execution> {
+        let id = &params.execution_id;
+        self.check_id(id)?;
+        let kind_max = weft_core::KIND_LEN_MAX;
+        let refused = params
+            .error
+            .kind
+            .as_ref()
+            .is_some_and(|k| k.len() > kind_max)
+            .then(|| Error::invalid("error.kind", format!("must be at most {kind_max} bytes")));
+        let error = codec::truncate_error(params.error.clone());
+        let error = serde_json::to_string(&error).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut cmd = self.call("weft_fail", id.partition());
+        cmd.arg(id.as_str())
+            .arg(&params.lease.lease_id.0)
+            .arg(params.lease.epoch.0)
+            .arg(error)
+            .arg(if params.retryable { "1" } else { "0" })
+            .arg(if refused.is_some() { "1" } else { "0" });
+        Self::execution_of(&self.run_on(&cmd, id, params.lease.epoch, refused).await?)
+    }
+
+    async fn execution_cancel(&self, params: &CancelParams) -> Result<Execution> {
+        let id = &params.execution_id;
+        self.check_id(id)?;
+        let reason_max = weft_core::CANCEL_REASON_LEN_MAX;
+        let refused = params
+            .reason
+            .as_ref()
+            .is_some_and(|r| r.len() > reason_max)
+            .then(|| Error::invalid("reason", format!("must be at most {reason_max} bytes")));
+        let mut cmd = self.call("weft_cancel", id.partition());
+        cmd.arg(id.as_str())
+            .arg(if params.reason.is_some() { "1" } else { "0" })
+            .arg(params.reason.as_deref().unwrap_or(""))
+            .arg(if refused.is_some() { "1" } else { "0" });
+        Self::execution_of(&self.run_on(&cmd, id, LeaseEpoch(0), refused).await?)
+    }
+
+    async fn execution_replay(&self, id: &ExecutionId) -> Result<Execution> {
+        self.check_id(id)?;
+        let mut cmd = self.call("weft_replay", id.partition());
+        cmd.arg(id.as_str());
+        Self::execution_of(&self.run_on(&cmd, id, LeaseEpoch(0), None).await?)
+    }
+
+    async fn execution_get(&self, id: &ExecutionId) -> Result<Execution> {
+        self.check_id(id)?;
+        let mut cmd = self.call("weft_get", id.partition());
+        cmd.arg(id.as_str());
+        let reply = self.run_on(&cmd, id, LeaseEpoch(0), None).await?;
+        let fields = reply
+            .first()
+            .ok_or_else(|| Error::Internal("a get reply without fields".into()))?;
+        codec::decode_execution(fields)
+    }
+
+    async fn execution_list(&self, params: &ListParams) -> Result<Page> {
+        if !(1..=LIST_LIMIT_MAX).contains(&params.limit) {
+            return Err(Error::invalid(
+                "limit",
+                format!("must be 1..={LIST_LIMIT_MAX}, got {}", params.limit),
+            ));
+        }
+        self.list(params).await
+    }
+
+    async fn attempt_list(&self, id: &ExecutionId) -> Result<Vec<Attempt>> {
+        self.check_id(id)?;
+        let mut cmd = self.call("weft_attempts", id.partition());
+        cmd.arg(id.as_str());
+        let reply = self.run_on(&cmd, id, LeaseEpoch(0), None).await?;
+        let Some(list) = reply.first() else {
+            return Ok(Vec::new());
+        };
+        codec::array(list)?
+            .iter()
+            .map(|v| codec::decode_attempt(&codec::text(v)?))
+            .collect()
+    }
+
+    async fn lane_depths(&self) -> Result<Vec<LaneDepth>> {
+        self.depths().await
+    }
+
+    async fn partition_tick(&self, partition: PartitionId, max: u32) -> Result<TickReport> {
+        self.tick(partition, max).await
+    }
+
+    async fn partition_audit(&self, partition: PartitionId) -> Result<AuditReport> {
+        self.audit(partition).await
+    }
+
+    async fn engine_rebalance(&self, params: &RebalanceParams) -> Result<Vec<PartitionId>> {
+        self.rebalance(params).await
+    }
+
+    async fn partition_owners(&self) -> Result<Vec<PartitionOwner>> {
+        self.owners().await
+    }
+
+    fn due_hints(&self) -> Option<broadcast::Receiver<DueHint>> {
+        Some(self.inner.hints.subscribe())
+    }
+
+    fn events(&self) -> Option<broadcast::Receiver<StoreEvent>> {
+        Some(self.inner.events.subscribe())
+    }
+}

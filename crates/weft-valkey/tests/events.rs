@@ -1,0 +1,95 @@
+//! Store events and due hints arrive over pub/sub.
+//!
+//! Goal: `Store::events` reports an execution becoming claimable and ending,
+//! and `Store::due_hints` an earlier timer, as the SQLite store does.
+//! Method: subscribe, act, and wait (bounded) for the message. The listener
+//! subscribes in the background after `connect`, so the first action is
+//! repeated until the subscription is known to be live.
+
+mod common;
+
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use weft_core::{ClaimParams, CompleteParams, LeaseRef, State, Store, StoreEvent, SubmitParams};
+
+async fn next<T: Clone>(rx: &mut broadcast::Receiver<T>, wanted: impl Fn(&T) -> bool) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(item)) if wanted(&item) => return Some(item),
+            Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_and_ended_events_are_published() {
+    let url = common::url(common::VALKEY_URL_VAR);
+    let config = common::config(&url, Some(4));
+    let _cleanup = common::Cleanup {
+        url: url.clone(),
+        prefix: config.key_prefix.clone(),
+    };
+    let store = common::connect(config).await;
+    let mut events = store.events().expect("valkey publishes events");
+    let mut hints = store.due_hints().expect("valkey publishes hints");
+    let mut submitted = None;
+    for _ in 0..20 {
+        let exec = store
+            .execution_submit(&SubmitParams {
+                lane: Some("ev".into()),
+                ..SubmitParams::new("k", 1.into())
+            })
+            .await
+            .expect("submit")
+            .execution;
+        let ready = |e: &StoreEvent| {
+            matches!(e, StoreEvent::Ready { partition, lane }
+                if *partition == exec.id.partition() && lane == "ev")
+        };
+        if next(&mut events, ready).await.is_some() {
+            submitted = Some(exec);
+            break;
+        }
+    }
+    let exec = submitted.expect("a Ready event after a submit");
+    let claim = ClaimParams {
+        worker_id: "w".into(),
+        lanes: vec!["ev".into()],
+        capabilities: vec![],
+        max: 1,
+        lease_ms: 30_000,
+    };
+    let task = store
+        .execution_claim(exec.id.partition(), &claim)
+        .await
+        .expect("claim")
+        .remove(0);
+    // The partition had no timer, so the lease's expiry is announced.
+    let hint = next(&mut hints, |h| h.partition == exec.id.partition()).await;
+    assert_eq!(hint.map(|h| h.due_ms), Some(task.lease.expires_at_ms));
+    let lease = LeaseRef {
+        lease_id: task.lease.id.clone(),
+        epoch: task.lease.epoch,
+    };
+    let done = CompleteParams {
+        execution_id: task.execution_id.clone(),
+        lease,
+        result: 2.into(),
+    };
+    store.execution_complete(&done).await.expect("complete");
+    let ended = next(
+        &mut events,
+        |e| matches!(e, StoreEvent::Ended { id, .. } if *id == task.execution_id),
+    )
+    .await;
+    assert_eq!(
+        ended,
+        Some(StoreEvent::Ended {
+            id: task.execution_id.clone(),
+            state: State::Completed
+        })
+    );
+}

@@ -1,0 +1,5 @@
+//! Route handlers, one module per area of the contract.
+
+pub(crate) mod executions;
+pub(crate) mod ops;
+pub(crate) mod workers;

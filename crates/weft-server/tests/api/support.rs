@@ -1,0 +1,239 @@
+//! A real server on an ephemeral port over a real in-memory SQLite store,
+//! and a small HTTP client to talk to it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use weft_core::{
+    Attempt, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, Execution,
+    ExecutionId, FailParams, HeartbeatParams, HeartbeatReply, LaneDepth, ListParams, Page,
+    PartitionCount, PartitionId, PartitionOwner, RebalanceParams, Result, Store, SubmitParams,
+    Submitted, Task, TickReport,
+};
+use weft_server::{Server, ServerConfig};
+use weft_sqlite::{SqliteConfig, SqliteStore};
+
+/// A running server.
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub token: Option<String>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Starts a server over a fresh in-memory SQLite store.
+pub async fn start(config: ServerConfig) -> TestServer {
+    let store = SqliteStore::open(SqliteConfig::memory()).expect("open store");
+    start_with(Arc::new(store), config).await
+}
+
+/// Starts a server over `store`.
+pub async fn start_with(store: Arc<dyn Store>, config: ServerConfig) -> TestServer {
+    let server = Server::new(store.clone(), None, config).expect("config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    TestServer {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        token: None,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestServer {
+    /// Sends `body` (JSON) to `path`; returns the status and the JSON answer
+    /// (`Value::Null` for a body that is not JSON).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.send(request).await
+    }
+
+    /// Sends raw bytes with an optional content type.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        self.send(request).await
+    }
+
+    async fn send(&self, mut request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("send");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    /// Submits and returns the new execution.
+    pub async fn submit(&self, body: Value) -> Value {
+        let (status, execution) = self.post("/v1/executions", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{execution}");
+        execution
+    }
+
+    /// Claims one task from `lane` without waiting; panics if none.
+    pub async fn claim_one(&self, lane: &str, lease_ms: i64) -> Value {
+        let body = json!({"worker_id": "w1", "lanes": [lane], "lease_ms": lease_ms});
+        let (status, answer) = self.post("/v1/claims", body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        answer["tasks"][0].clone()
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let result = tokio::time::timeout(Duration::from_secs(10), task).await;
+            result
+                .expect("server stops in time")
+                .expect("join")
+                .expect("serve");
+        }
+    }
+}
+
+/// The lease fields of a worker write for `task`.
+pub fn lease_of(task: &Value) -> Value {
+    json!({"lease_id": task["lease"]["id"], "epoch": task["lease"]["epoch"]})
+}
+
+/// Merges `extra` into the object `base`.
+pub fn with(mut base: Value, extra: Value) -> Value {
+    if let (Some(base), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
+        for (key, value) in extra {
+            base.insert(key.clone(), value.clone());
+        }
+    }
+    base
+}
+
+/// Asserts an error answer: status, kind, and a message naming `needle`.
+pub fn assert_error(
+    answer: &(StatusCode, Value),
+    status: u16,
+    kind: &str,
+    needle: &str,
+    case: &str,
+) {
+    let (got, body) = answer;
+    assert_eq!(got.as_u16(), status, "{case}: {body}");
+    assert_eq!(body["error"]["kind"], kind, "{case}: {body}");
+    let message = body["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains(needle),
+        "{case}: message {message:?} does not name {needle:?}"
+    );
+}
+
+/// A real SQLite store that does not send events, so that the servers over
+/// it exercise their polling fallback. Every call goes to the inner store.
+pub struct NoEvents(pub SqliteStore);
+
+#[async_trait]
+impl Store for NoEvents {
+    fn partition_count(&self) -> PartitionCount {
+        self.0.partition_count()
+    }
+    async fn now_ms(&self) -> Result<i64> {
+        self.0.now_ms().await
+    }
+    async fn execution_submit(&self, params: &SubmitParams) -> Result<Submitted> {
+        self.0.execution_submit(params).await
+    }
+    async fn execution_claim(
+        &self,
+        partition: PartitionId,
+        params: &ClaimParams,
+    ) -> Result<Vec<Task>> {
+        self.0.execution_claim(partition, params).await
+    }
+    async fn execution_heartbeat(&self, params: &HeartbeatParams) -> Result<HeartbeatReply> {
+        self.0.execution_heartbeat(params).await
+    }
+    async fn execution_complete(&self, params: &CompleteParams) -> Result<Execution> {
+        self.0.execution_complete(params).await
+    }
+    async fn execution_fail(&self, params: &FailParams) -> Result<Execution> {
+        self.0.execution_fail(params).await
+    }
+    async fn execution_cancel(&self, params: &CancelParams) -> Result<Execution> {
+        self.0.execution_cancel(params).await
+    }
+    async fn execution_replay(&self, id: &ExecutionId) -> Result<Execution> {
+        self.0.execution_replay(id).await
+    }
+    async fn execution_get(&self, id: &ExecutionId) -> Result<Execution> {
+        self.0.execution_get(id).await
+    }
+    async fn execution_list(&self, params: &ListParams) -> Result<Page> {
+        self.0.execution_list(params).await
+    }
+    async fn attempt_list(&self, id: &ExecutionId) -> Result<Vec<Attempt>> {
+        self.0.attempt_list(id).await
+    }
+    async fn lane_depths(&self) -> Result<Vec<LaneDepth>> {
+        self.0.lane_depths().await
+    }
+    async fn partition_tick(&self, partition: PartitionId, max: u32) -> Result<TickReport> {
+        self.0.partition_tick(partition, max).await
+    }
+    async fn partition_audit(&self, partition: PartitionId) -> Result<AuditReport> {
+        self.0.partition_audit(partition).await
+    }
+    async fn engine_rebalance(&self, params: &RebalanceParams) -> Result<Vec<PartitionId>> {
+        self.0.engine_rebalance(params).await
+    }
+    async fn partition_owners(&self) -> Result<Vec<PartitionOwner>> {
+        self.0.partition_owners().await
+    }
+    fn due_hints(&self) -> Option<broadcast::Receiver<DueHint>> {
+        None
+    }
+    fn events(&self) -> Option<broadcast::Receiver<weft_core::StoreEvent>> {
+        None
+    }
+}

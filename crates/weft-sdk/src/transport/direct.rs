@@ -1,0 +1,271 @@
+//! [`DirectTransport`]: a [`Store`] linked into this process, no server.
+//!
+//! Definitions: claims sweep every partition with `claim_across`, starting
+//! at a random one so that concurrent workers spread out. A claim that finds
+//! nothing and may wait sleeps on the store's `Ready` events for one of its
+//! lanes; `wait` sleeps on `Ended` events for its execution. Events may be
+//! lost, so both also re-read the store every `poll_interval`.
+//!
+//! Invariants: a listener subscribes before its first read, so an event sent
+//! between that read and the sleep still wakes it; no loop runs past its
+//! deadline by more than one store call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::Instant;
+use weft_api::{
+    lease_ref, time, AttemptView, ClaimRequest, CompleteRequest, ExecutionView, FailRequest,
+    HeartbeatRequest, HeartbeatResponse, LaneView, Page, SubmitRequest, TaskView,
+    CLAIM_WAIT_MS_MAX,
+};
+use weft_core::{
+    claim_across, CancelParams, ClaimParams, CompleteParams, Error, ErrorInfo, ExecutionId,
+    FailParams, HeartbeatParams, ListParams, Result, Store, StoreEvent,
+};
+
+use super::{ListQuery, Submission, Transport, LIST_LIMIT_DEFAULT};
+
+/// How often a waiting claim or `wait` re-reads the store when no event
+/// arrives: the fallback for lost events and stores that send none.
+pub const DIRECT_POLL_INTERVAL_DEFAULT: Duration = Duration::from_secs(1);
+
+/// Talks to a store in this process. Cheap to clone.
+///
+/// Claims sweep every partition (`claim_across`), starting at a random one
+/// so that concurrent workers spread out. A claim that finds nothing and may
+/// wait sleeps on the store's `Ready` events for its lanes; `wait` sleeps on
+/// `Ended` events for its execution. Both re-read the store every
+/// [`DirectTransport::with_poll_interval`] in case an event was lost.
+///
+/// Delays, retries after backoff and lapsed leases are timers: some process
+/// must run a `weft_engine::Engine` on the same store for them to fire.
+#[derive(Clone)]
+pub struct DirectTransport {
+    store: Arc<dyn Store>,
+    poll_interval: Duration,
+}
+
+impl std::fmt::Debug for DirectTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectTransport")
+            .field("partitions", &self.store.partition_count().get())
+            .field("poll_interval", &self.poll_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+type Events = Option<broadcast::Receiver<StoreEvent>>;
+
+impl DirectTransport {
+    /// A transport over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            poll_interval: DIRECT_POLL_INTERVAL_DEFAULT,
+        }
+    }
+
+    /// Re-reads the store this often when no event arrives; see
+    /// [`DIRECT_POLL_INTERVAL_DEFAULT`]. Zero is taken as one millisecond.
+    #[must_use]
+    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The next re-read: the poll interval from now, but never past `deadline`.
+    fn next_poll(&self, deadline: Instant) -> Instant {
+        deadline.min(Instant::now() + self.poll_interval)
+    }
+}
+
+/// Sleeps until `wake` accepts an event, events were lost, or `until`.
+async fn sleep_on(events: &mut Events, until: Instant, wake: impl Fn(&StoreEvent) -> bool) {
+    let Some(receiver) = events.as_mut() else {
+        tokio::time::sleep_until(until).await;
+        return;
+    };
+    loop {
+        match tokio::time::timeout_at(until, receiver.recv()).await {
+            Err(_elapsed) => return,
+            Ok(Ok(event)) if wake(&event) => return,
+            Ok(Ok(_)) => {}
+            // Missed events may include ours: read the store again.
+            Ok(Err(RecvError::Lagged(_))) => return,
+            Ok(Err(RecvError::Closed)) => {
+                *events = None;
+                tokio::time::sleep_until(until).await;
+                return;
+            }
+        }
+    }
+}
+
+fn millis(ms: i64) -> Duration {
+    Duration::from_millis(ms.max(0).unsigned_abs())
+}
+
+fn parse_id(id: &str) -> Result<ExecutionId> {
+    ExecutionId::parse(id)
+}
+
+#[async_trait]
+impl Transport for DirectTransport {
+    async fn submit(&self, request: &SubmitRequest) -> Result<Submission> {
+        let params = request.clone().into_params()?;
+        let submitted = self.store.execution_submit(&params).await?;
+        Ok(Submission {
+            execution: ExecutionView::from(&submitted.execution),
+            created: submitted.created,
+        })
+    }
+
+    async fn get(&self, id: &str) -> Result<ExecutionView> {
+        let execution = self.store.execution_get(&parse_id(id)?).await?;
+        Ok(ExecutionView::from(&execution))
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page<ExecutionView>> {
+        let params = ListParams {
+            lane: query.lane.clone(),
+            state: query.state,
+            kind: query.kind.clone(),
+            flow_id: query.flow_id.clone(),
+            limit: query.limit.unwrap_or(LIST_LIMIT_DEFAULT),
+            cursor: query.cursor.clone(),
+        };
+        let page = self.store.execution_list(&params).await?;
+        Ok(Page {
+            items: page.items.iter().map(ExecutionView::from).collect(),
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    async fn cancel(&self, id: &str, reason: Option<&str>) -> Result<ExecutionView> {
+        let params = CancelParams {
+            execution_id: parse_id(id)?,
+            reason: reason.map(str::to_owned),
+        };
+        let execution = self.store.execution_cancel(&params).await?;
+        Ok(ExecutionView::from(&execution))
+    }
+
+    async fn replay(&self, id: &str) -> Result<ExecutionView> {
+        let execution = self.store.execution_replay(&parse_id(id)?).await?;
+        Ok(ExecutionView::from(&execution))
+    }
+
+    async fn wait(&self, id: &str, timeout: Duration) -> Result<ExecutionView> {
+        let id = parse_id(id)?;
+        let deadline = Instant::now() + timeout;
+        let mut events = self.store.events();
+        loop {
+            let execution = self.store.execution_get(&id).await?;
+            if execution.state.is_terminal() || Instant::now() >= deadline {
+                return Ok(ExecutionView::from(&execution));
+            }
+            let until = self.next_poll(deadline);
+            sleep_on(
+                &mut events,
+                until,
+                |event| matches!(event, StoreEvent::Ended { id: ended, .. } if *ended == id),
+            )
+            .await;
+        }
+    }
+
+    async fn lanes(&self) -> Result<Vec<LaneView>> {
+        self.store.lane_depths().await
+    }
+
+    async fn attempts(&self, id: &str) -> Result<Vec<AttemptView>> {
+        let attempts = self.store.attempt_list(&parse_id(id)?).await?;
+        Ok(attempts.iter().map(AttemptView::from).collect())
+    }
+
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<TaskView>> {
+        if !(0..=CLAIM_WAIT_MS_MAX).contains(&request.wait_ms) {
+            return Err(Error::invalid(
+                "wait_ms",
+                format!("must be 0..={CLAIM_WAIT_MS_MAX}, got {}", request.wait_ms),
+            ));
+        }
+        let params = ClaimParams {
+            worker_id: request.worker_id.clone(),
+            lanes: request.lanes.clone(),
+            capabilities: request.capabilities.clone(),
+            max: request.max,
+            lease_ms: request.lease_ms,
+        }
+        .normalized()?;
+        let deadline = Instant::now() + millis(request.wait_ms);
+        let mut events = self.store.events();
+        loop {
+            let start = self.store.partition_count().random();
+            let tasks = claim_across(self.store.as_ref(), &params, start).await?;
+            if !tasks.is_empty() || Instant::now() >= deadline {
+                return Ok(tasks.iter().map(TaskView::from).collect());
+            }
+            let until = self.next_poll(deadline);
+            let lanes = &params.lanes;
+            sleep_on(
+                &mut events,
+                until,
+                |event| matches!(event, StoreEvent::Ready { lane, .. } if lanes.contains(lane)),
+            )
+            .await;
+        }
+    }
+
+    async fn heartbeat(&self, id: &str, request: &HeartbeatRequest) -> Result<HeartbeatResponse> {
+        let params = HeartbeatParams {
+            execution_id: parse_id(id)?,
+            lease: lease_ref(&request.lease_id, request.epoch),
+            lease_ms: request.lease_ms,
+        };
+        let reply = self.store.execution_heartbeat(&params).await?;
+        Ok(HeartbeatResponse {
+            expires_at: time::format_ms(reply.expires_at_ms),
+            cancel_requested: reply.cancel_requested,
+        })
+    }
+
+    async fn complete(&self, id: &str, request: &CompleteRequest) -> Result<ExecutionView> {
+        let params = CompleteParams {
+            execution_id: parse_id(id)?,
+            lease: lease_ref(&request.lease_id, request.epoch),
+            result: request.result.clone(),
+        };
+        let execution = self.store.execution_complete(&params).await?;
+        Ok(ExecutionView::from(&execution))
+    }
+
+    async fn fail(&self, id: &str, request: &FailRequest) -> Result<ExecutionView> {
+        let params = FailParams {
+            execution_id: parse_id(id)?,
+            lease: lease_ref(&request.lease_id, request.epoch),
+            error: ErrorInfo {
+                message: request.error.message.clone(),
+                kind: request.error.kind.clone(),
+            },
+            retryable: request.error.retryable.unwrap_or(true),
+        };
+        let execution = self.store.execution_fail(&params).await?;
+        Ok(ExecutionView::from(&execution))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "direct store ({} partitions)",
+            self.store.partition_count().get()
+        )
+    }
+}

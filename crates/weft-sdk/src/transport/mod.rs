@@ -1,0 +1,123 @@
+//! How the SDK reaches Weft: the [`Transport`] trait and its two
+//! implementations, [`HttpTransport`] (a `weft server` over HTTP) and
+//! [`DirectTransport`] (a [`weft_core::Store`] linked into this process).
+//!
+//! Definitions: every method speaks the HTTP contract's wire types from
+//! `weft_api`, whatever the transport, so a `Client` or `Worker` behaves the
+//! same over either. Errors are `weft_core::Error`: the HTTP transport
+//! rebuilds them from the server's error body, the direct transport passes
+//! the store's through.
+//!
+//! Invariants: `claim` waits at most `wait_ms` for a first task and `wait`
+//! at most its timeout (plus one round trip); neither polls faster than the
+//! transport's fallback interval.
+
+mod direct;
+mod http;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use weft_api::{
+    AttemptView, ClaimRequest, CompleteRequest, ExecutionView, FailRequest, HeartbeatRequest,
+    HeartbeatResponse, LaneView, Page, SubmitRequest, TaskView,
+};
+use weft_core::{Result, State};
+
+pub use direct::{DirectTransport, DIRECT_POLL_INTERVAL_DEFAULT};
+pub use http::{
+    HttpTransport, HttpTransportBuilder, HTTP_CONNECT_TIMEOUT_DEFAULT, HTTP_REQUEST_TIMEOUT_DEFAULT,
+};
+
+/// What a submit returns: the execution, and whether it is new.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Submission {
+    /// The execution, new or found by its idempotency key.
+    pub execution: ExecutionView,
+    /// `false` when the idempotency key was seen before (HTTP `200`, not `201`).
+    pub created: bool,
+}
+
+/// Filters and paging for [`Transport::list`]; every field is optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListQuery {
+    /// Only this lane.
+    pub lane: Option<String>,
+    /// Only this state.
+    pub state: Option<State>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only members of this flow.
+    pub flow_id: Option<String>,
+    /// Page size, 1 ..= 1000; [`LIST_LIMIT_DEFAULT`] when `None`.
+    pub limit: Option<u32>,
+    /// A previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// The page size of a list that names none.
+pub const LIST_LIMIT_DEFAULT: u32 = 100;
+
+/// One way of talking to Weft. Implemented by [`HttpTransport`] and
+/// [`DirectTransport`]; share one behind an `Arc` between clients and
+/// workers.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// Submits an execution (`POST /v1/executions`).
+    async fn submit(&self, request: &SubmitRequest) -> Result<Submission>;
+
+    /// One execution (`GET /v1/executions/{id}`).
+    async fn get(&self, id: &str) -> Result<ExecutionView>;
+
+    /// A page of executions (`GET /v1/executions`).
+    async fn list(&self, query: &ListQuery) -> Result<Page<ExecutionView>>;
+
+    /// Cancels an execution (`POST /v1/executions/{id}/cancel`).
+    async fn cancel(&self, id: &str, reason: Option<&str>) -> Result<ExecutionView>;
+
+    /// Moves a terminal execution back to `waiting`.
+    async fn replay(&self, id: &str) -> Result<ExecutionView>;
+
+    /// The execution once it is terminal, or as it stands when `timeout`
+    /// passes first.
+    async fn wait(&self, id: &str, timeout: Duration) -> Result<ExecutionView>;
+
+    /// Non-terminal counts per lane (`GET /v1/lanes`).
+    async fn lanes(&self) -> Result<Vec<LaneView>>;
+
+    /// The attempts of one execution, oldest first.
+    async fn attempts(&self, id: &str) -> Result<Vec<AttemptView>>;
+
+    /// Claims up to `request.max` tasks, waiting up to `request.wait_ms` for
+    /// the first one.
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<TaskView>>;
+
+    /// Extends a lease; says whether a cancel was requested.
+    async fn heartbeat(&self, id: &str, request: &HeartbeatRequest) -> Result<HeartbeatResponse>;
+
+    /// Ends the attempt with a result.
+    async fn complete(&self, id: &str, request: &CompleteRequest) -> Result<ExecutionView>;
+
+    /// Ends the attempt with an error.
+    async fn fail(&self, id: &str, request: &FailRequest) -> Result<ExecutionView>;
+
+    /// Where this transport points, for messages (`http://…`, `direct store`).
+    fn describe(&self) -> String;
+}
+
+/// A transport shared by clients and workers.
+pub type SharedTransport = Arc<dyn Transport>;
+
+impl From<HttpTransport> for SharedTransport {
+    fn from(transport: HttpTransport) -> Self {
+        Arc::new(transport)
+    }
+}
+
+impl From<DirectTransport> for SharedTransport {
+    fn from(transport: DirectTransport) -> Self {
+        Arc::new(transport)
+    }
+}

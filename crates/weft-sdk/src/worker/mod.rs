@@ -1,0 +1,504 @@
+//! The worker runtime: claim tasks, run their handlers, heartbeat, report.
+//!
+//! # Definitions
+//!
+//! - **Slot**: one of `concurrency` semaphore permits. A task holds one from
+//!   its claim until its outcome is reported, so at most `concurrency`
+//!   handlers run at once.
+//! - **Claim loop**: waits for a free slot, takes every free slot (at most
+//!   `CLAIM_MAX`), and claims that many tasks in one call that waits up to
+//!   `claim_wait` for the first one (an HTTP long poll, or a sleep on store
+//!   events in process). Each task runs in its own tokio task.
+//! - **Heartbeat loop**: one per worker. Every `heartbeat_interval` (a
+//!   third of the lease by default) it renews the lease of every running
+//!   task in one pass, concurrently, each call bounded by the interval.
+//! - **Cancellation signal**: raised on a task's [`TaskContext`] when a
+//!   heartbeat answers `cancel_requested` ([`CancelReason::Cancelled`]),
+//!   when a worker write answers `lease_lost` (`LeaseLost`, or `Cancelled`
+//!   when a read shows the execution was cancelled), when heartbeats fail
+//!   until the lease must have lapsed (`LeaseLost`), or when shutdown's
+//!   grace runs out (`Shutdown`).
+//!
+//! # Invariants
+//!
+//! - At most `concurrency` handlers run; a claim never asks for more tasks
+//!   than free slots.
+//! - Every loop and wait is bounded: claims by `claim_wait`, heartbeats by
+//!   the interval, retries of a report by the lease, shutdown by the grace
+//!   period (plus `ABORT_WAIT` for handlers to unwind).
+//! - A handler panic is caught (the handler runs in its own tokio task) and
+//!   fails the attempt retryably; it never stops the worker.
+//!
+//! # Shutdown
+//!
+//! [`WorkerHandle::shutdown`] (or the end of [`Worker::run_until`]'s
+//! future) stops claiming at once and waits up to `shutdown_grace` for the
+//! running handlers, heartbeating them meanwhile and reporting each
+//! outcome. Handlers still running when the grace period ends see
+//! [`CancelReason::Shutdown`] and are aborted; the worker reports nothing
+//! for them and stops heartbeating, so their leases lapse and the engine
+//! re-queues them (the lost lease counts as a failed attempt, as a crash
+//! would). A claim in flight when shutdown starts is dropped; a task the
+//! server granted at that very moment lapses the same way.
+
+mod builder;
+mod context;
+mod error;
+mod heartbeat;
+mod metrics;
+mod task;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use weft_api::{ClaimRequest, TaskView};
+use weft_core::{Error, Result, CLAIM_MAX};
+
+pub use builder::{
+    WorkerBuilder, CLAIM_WAIT_DEFAULT, CONCURRENCY_DEFAULT, CONCURRENCY_MAX, LEASE_DEFAULT,
+    SHUTDOWN_GRACE_DEFAULT,
+};
+pub use context::{CancelReason, TaskContext};
+pub use error::WorkerError;
+pub use metrics::WorkerMetrics;
+
+use builder::WorkerConfig;
+use context::CancelSignal;
+use metrics::{bump, Counters};
+
+use crate::transport::SharedTransport;
+
+/// How long aborted handlers get to unwind at the end of shutdown.
+const ABORT_WAIT: Duration = Duration::from_secs(1);
+/// Bounds of the pause after a failed claim; it doubles per failure.
+const CLAIM_RETRY_MIN: Duration = Duration::from_millis(100);
+const CLAIM_RETRY_MAX: Duration = Duration::from_secs(5);
+/// The shortest time between two claims that found nothing, so a worker
+/// whose claims do not wait (`claim_wait` zero, or a server answering early
+/// while it shuts down) does not spin.
+const CLAIM_EMPTY_INTERVAL_MIN: Duration = Duration::from_millis(50);
+
+type HandlerFuture = Pin<Box<dyn Future<Output = std::result::Result<Value, WorkerError>> + Send>>;
+/// A handler as the worker stores it.
+type Handler = Arc<dyn Fn(TaskContext) -> HandlerFuture + Send + Sync>;
+
+/// A running task as the heartbeat loop and the reporter see it.
+#[derive(Debug)]
+struct InFlight {
+    execution_id: String,
+    epoch: u64,
+    signal: CancelSignal,
+    /// When the lease lapses unless renewed, by this process's clock.
+    expires_at: Instant,
+    /// `false` once the lease is known lost: heartbeats stop.
+    heartbeating: bool,
+}
+
+/// What the claim loop, the heartbeat loop and every task share.
+struct Shared {
+    transport: SharedTransport,
+    config: WorkerConfig,
+    handlers: HashMap<String, Handler>,
+    fallback: Option<Handler>,
+    counters: Counters,
+    slots: Arc<Semaphore>,
+    /// Running tasks by lease id (an execution re-claimed by this worker
+    /// after a lapse has a new lease, so two attempts never collide).
+    in_flight: Mutex<HashMap<String, InFlight>>,
+}
+
+impl Shared {
+    fn in_flight(&self) -> MutexGuard<'_, HashMap<String, InFlight>> {
+        // No code panics while holding the lock; recover the map if one did.
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn handler_for(&self, kind: &str) -> Option<Handler> {
+        self.handlers
+            .get(kind)
+            .or(self.fallback.as_ref())
+            .map(Arc::clone)
+    }
+
+    /// The kinds with a handler, sorted, for messages.
+    fn kinds(&self) -> Vec<&str> {
+        let mut kinds: Vec<&str> = self.handlers.keys().map(String::as_str).collect();
+        kinds.sort_unstable();
+        kinds
+    }
+
+    fn metrics(&self) -> WorkerMetrics {
+        let running = u64::try_from(self.in_flight().len()).unwrap_or(u64::MAX);
+        self.counters.snapshot(running)
+    }
+
+    fn claim_request(&self, max: u32) -> ClaimRequest {
+        ClaimRequest {
+            worker_id: self.config.worker_id.clone(),
+            lanes: self.config.lanes.clone(),
+            capabilities: self.config.capabilities.clone(),
+            max,
+            lease_ms: self.config.lease_ms(),
+            wait_ms: i64::try_from(self.config.claim_wait.as_millis()).unwrap_or(0),
+        }
+    }
+
+    /// Records that the lease of `lease_id` was lost for `reason` (or the
+    /// execution cancelled): stops its heartbeats, raises its signal, and
+    /// counts it once.
+    fn lose(&self, lease_id: &str, signal: &CancelSignal, reason: CancelReason) {
+        if let Some(entry) = self.in_flight().get_mut(lease_id) {
+            entry.heartbeating = false;
+        }
+        if signal.raise(reason) {
+            let counter = match reason {
+                CancelReason::Cancelled => &self.counters.cancelled,
+                CancelReason::LeaseLost => &self.counters.lease_lost,
+                CancelReason::Shutdown => &self.counters.abandoned,
+            };
+            bump(counter, 1);
+        }
+    }
+
+    /// After a `lease_lost` answer: was the execution cancelled, or did the
+    /// lease lapse? One read tells; a failed read says `LeaseLost`.
+    async fn lost_reason(&self, execution_id: &str) -> CancelReason {
+        match self.transport.get(execution_id).await {
+            Ok(view) if view.state == weft_core::State::Cancelled => CancelReason::Cancelled,
+            _ => CancelReason::LeaseLost,
+        }
+    }
+}
+
+/// A configured worker, not yet running. Build one with [`Worker::builder`].
+pub struct Worker {
+    shared: Shared,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("worker_id", &self.shared.config.worker_id)
+            .field("lanes", &self.shared.config.lanes)
+            .field("kinds", &self.shared.kinds())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// Settings and handlers for a worker over `transport`.
+    pub fn builder(transport: impl Into<SharedTransport>) -> WorkerBuilder {
+        WorkerBuilder::new(transport.into())
+    }
+
+    fn from_parts(
+        transport: SharedTransport,
+        config: WorkerConfig,
+        handlers: HashMap<String, Handler>,
+        fallback: Option<Handler>,
+    ) -> Self {
+        let slots = Arc::new(Semaphore::new(config.concurrency as usize));
+        Self {
+            shared: Shared {
+                transport,
+                config,
+                handlers,
+                fallback,
+                counters: Counters::default(),
+                slots,
+                in_flight: Mutex::new(HashMap::new()),
+            },
+        }
+    }
+
+    /// The id recorded on this worker's attempts.
+    pub fn worker_id(&self) -> &str {
+        &self.shared.config.worker_id
+    }
+
+    /// Starts claiming on the current tokio runtime. Dropping the handle
+    /// shuts the worker down as [`WorkerHandle::shutdown`] does, in the
+    /// background.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    #[must_use = "dropping the handle shuts the worker down"]
+    pub fn start(self) -> WorkerHandle {
+        let shared = Arc::new(self.shared);
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(Arc::clone(&shared), stop_rx));
+        WorkerHandle {
+            shared,
+            stop,
+            task: Some(task),
+            outcome: None,
+        }
+    }
+
+    /// Runs until `shutdown` resolves, then shuts down gracefully (see the
+    /// module docs) and returns the final counters.
+    ///
+    /// # Errors
+    ///
+    /// The error that stopped the worker early: a claim refused for a
+    /// reason no retry fixes (a wrong API token, a rejected setting).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<WorkerMetrics> {
+        let mut handle = self.start();
+        tokio::select! {
+            () = shutdown => {}
+            () = handle.stopped() => {}
+        }
+        handle.shutdown().await
+    }
+}
+
+/// A running worker. See [`Worker::start`].
+#[derive(Debug)]
+pub struct WorkerHandle {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<Result<()>>>,
+    outcome: Option<Result<()>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerHandle {
+    /// The id recorded on this worker's attempts.
+    pub fn worker_id(&self) -> &str {
+        &self.shared.config.worker_id
+    }
+
+    /// The worker's counters now.
+    pub fn metrics(&self) -> WorkerMetrics {
+        self.shared.metrics()
+    }
+
+    /// Resolves when the worker stops by itself, which it does only on an
+    /// error no retry fixes; [`WorkerHandle::shutdown`] then returns it.
+    pub async fn stopped(&mut self) {
+        if let Some(task) = self.task.as_mut() {
+            let outcome = match task.await {
+                Ok(outcome) => outcome,
+                Err(e) => Err(Error::Internal(format!("the worker task failed: {e}"))),
+            };
+            self.task = None;
+            self.outcome = Some(outcome);
+        }
+    }
+
+    /// Stops claiming, waits up to the grace period for running handlers
+    /// (reporting their outcomes), abandons the rest to lapse, and returns
+    /// the final counters.
+    ///
+    /// In detail: claiming stops at once. Running handlers get up to
+    /// [`WorkerBuilder::shutdown_grace`] to finish; they are heartbeated
+    /// meanwhile and their outcomes reported as usual. Handlers still running
+    /// when the grace period ends see [`CancelReason::Shutdown`] and are
+    /// aborted (at their next `.await`); the worker reports nothing for them
+    /// and stops heartbeating, so their leases lapse and the engine re-queues
+    /// them about one lease later, counting a lost lease against
+    /// `max_attempts` as a crash would. A claim in flight when shutdown
+    /// starts is dropped; a task the server grants in that same moment
+    /// lapses the same way.
+    ///
+    /// # Errors
+    ///
+    /// The error that had stopped the worker by itself, if one did.
+    pub async fn shutdown(mut self) -> Result<WorkerMetrics> {
+        self.stop.send_replace(true);
+        self.stopped().await;
+        let metrics = self.shared.metrics();
+        match self.outcome.take() {
+            Some(Err(e)) => Err(e),
+            _ => Ok(metrics),
+        }
+    }
+}
+
+/// Resolves once `stop` says so, or its sender is gone.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Result<()> {
+    let (beats_stop, beats_stop_rx) = watch::channel(false);
+    let beats = tokio::spawn(heartbeat::run(Arc::clone(&shared), beats_stop_rx));
+    let mut tasks = JoinSet::new();
+    tracing::info!(
+        worker_id = %shared.config.worker_id,
+        lanes = ?shared.config.lanes,
+        transport = %shared.transport.describe(),
+        "worker started"
+    );
+    let outcome = claim_loop(&shared, &mut tasks, &mut stop).await;
+    drain(&shared, &mut tasks).await;
+    beats_stop.send_replace(true);
+    let _ = beats.await;
+    tracing::info!(worker_id = %shared.config.worker_id, "worker stopped");
+    outcome
+}
+
+/// Whether a failed claim would fail the same way again: bad settings or
+/// credentials. Anything else (unreachable, internal) is retried.
+fn claim_error_is_fatal(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::InvalidArgument { .. } | Error::InvalidToken | Error::NotFound { .. }
+    )
+}
+
+fn claim_retry_delay(failures: u32) -> Duration {
+    let doubled = CLAIM_RETRY_MIN.saturating_mul(1 << failures.min(10));
+    let capped = doubled.min(CLAIM_RETRY_MAX);
+    capped.mul_f64(0.5 + fastrand::f64() / 2.0)
+}
+
+/// One free slot (waiting for it), plus every other free one up to
+/// `CLAIM_MAX`, as one permit.
+async fn take_slots(slots: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+    let mut permit = Arc::clone(slots).acquire_owned().await.ok()?;
+    let more = slots.available_permits().min(CLAIM_MAX as usize - 1);
+    if more > 0 {
+        let count = u32::try_from(more).unwrap_or(0);
+        if let Ok(extra) = Arc::clone(slots).try_acquire_many_owned(count) {
+            permit.merge(extra);
+        }
+    }
+    Some(permit)
+}
+
+async fn claim_loop(
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<()> {
+    let mut failures = 0u32;
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            biased;
+            () = stopped(stop) => return Ok(()),
+            permit = take_slots(&shared.slots) => permit,
+        };
+        let Some(permit) = permit else {
+            return Err(Error::Internal("the worker's slots were closed".into()));
+        };
+        let max = u32::try_from(permit.num_permits()).unwrap_or(1);
+        let request = shared.claim_request(max);
+        let claim_started = Instant::now();
+        let claimed = tokio::select! {
+            biased;
+            () = stopped(stop) => return Ok(()),
+            claimed = shared.transport.claim(&request) => claimed,
+        };
+        match claimed {
+            Ok(batch) if batch.is_empty() => {
+                failures = 0;
+                drop(permit);
+                tokio::select! {
+                    biased;
+                    () = stopped(stop) => return Ok(()),
+                    () = tokio::time::sleep_until(claim_started + CLAIM_EMPTY_INTERVAL_MIN) => {}
+                }
+            }
+            Ok(batch) => {
+                failures = 0;
+                spawn_batch(shared, tasks, batch, permit);
+            }
+            Err(e) if claim_error_is_fatal(&e) => {
+                tracing::error!(error = %e, "claim refused; the worker stops");
+                return Err(e);
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let delay = claim_retry_delay(failures);
+                tracing::warn!(error = %e, ?delay, "claim failed; retrying");
+                tokio::select! {
+                    biased;
+                    () = stopped(stop) => return Ok(()),
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+fn spawn_batch(
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+    batch: Vec<TaskView>,
+    mut permit: OwnedSemaphorePermit,
+) {
+    bump(
+        &shared.counters.claimed,
+        u64::try_from(batch.len()).unwrap_or(u64::MAX),
+    );
+    for task in batch {
+        // The claim asked for as many tasks as the permit holds; a server
+        // that sends more gets the extra ones back by lapse.
+        let Some(slot) = permit.split(1) else {
+            tracing::warn!(
+                execution_id = %task.execution_id,
+                "claim returned more tasks than asked; leaving it to lapse"
+            );
+            bump(&shared.counters.abandoned, 1);
+            continue;
+        };
+        let signal = CancelSignal::new();
+        shared.in_flight().insert(
+            task.lease.id.clone(),
+            InFlight {
+                execution_id: task.execution_id.clone(),
+                epoch: task.lease.epoch,
+                signal: signal.clone(),
+                expires_at: Instant::now() + shared.config.lease,
+                heartbeating: true,
+            },
+        );
+        tasks.spawn(task::run(Arc::clone(shared), task, signal, slot));
+    }
+}
+
+/// Waits up to the grace period for running tasks, then abandons the rest.
+async fn drain(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) {
+    let grace = shared.config.shutdown_grace;
+    let all_done = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, all_done).await.is_ok() {
+        return;
+    }
+    let abandoned: Vec<(String, CancelSignal)> = shared
+        .in_flight()
+        .iter()
+        .map(|(lease_id, entry)| (lease_id.clone(), entry.signal.clone()))
+        .collect();
+    for (lease_id, signal) in &abandoned {
+        shared.lose(lease_id, signal, CancelReason::Shutdown);
+    }
+    tracing::warn!(
+        count = abandoned.len(),
+        "shutdown grace ran out; abandoning running tasks to lapse"
+    );
+    tasks.abort_all();
+    // Aborted tasks end at their next await; one stuck in blocking code
+    // cannot be stopped from here, so the wait is bounded.
+    let unwound = async { while tasks.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(ABORT_WAIT, unwound).await;
+    shared.in_flight().clear();
+}

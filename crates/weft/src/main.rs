@@ -2,14 +2,20 @@
 //!
 //! `weft engine --store sqlite://PATH` runs the engine alone against a store
 //! until SIGTERM or Ctrl-C, releasing its partitions on the way out.
+//! `weft dev` and `weft server` serve the HTTP API with an engine (`serve`).
+//! `weft submit`, `get`, `list`, … talk to a server (`client_cmd`); `weft
+//! worker` runs a shell command per task (`worker_cmd`).
+
+mod client_cmd;
+mod serve;
+mod store_url;
+mod worker_cmd;
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use weft_core::{PartitionCount, Store};
+use weft_core::PartitionCount;
 use weft_engine::{Engine, EngineConfig, OWNERSHIP_LEASE_MS_DEFAULT};
-use weft_sqlite::{SqliteConfig, SqliteStore};
 
 /// Weft: durable execution for background jobs and workflows.
 #[derive(Parser, Debug)]
@@ -23,11 +29,21 @@ struct Cli {
 enum Command {
     /// Run only the engine (partition ownership and timers) against a store.
     Engine(EngineArgs),
+    /// Run the HTTP API and the engine over an embedded SQLite store in
+    /// `--data` (default `.weft`): one command, a working system.
+    Dev(serve::DevArgs),
+    /// Run the HTTP API and the engine against the store `--store` names.
+    Server(serve::ServerArgs),
+    #[command(flatten)]
+    Client(client_cmd::ClientCommand),
+    /// Run a worker that runs a shell command per task (any kind).
+    Worker(worker_cmd::WorkerArgs),
 }
 
 #[derive(clap::Args, Debug)]
 struct EngineArgs {
-    /// Where the state lives: `sqlite://PATH` (the file is created if missing).
+    /// Where the state lives: `sqlite://PATH` (the file is created if missing)
+    /// or `valkey://HOST:PORT[/DB]`.
     #[arg(long, env = "WEFT_STORE")]
     store: String,
     /// Partition count when the store is new; must match a store's recorded
@@ -58,6 +74,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Engine(args) => run_engine(args).await,
+            Command::Dev(args) => serve::run_dev(args).await,
+            Command::Server(args) => serve::run_server(args).await,
+            Command::Client(command) => client_cmd::run(command).await,
+            Command::Worker(args) => worker_cmd::run(args).await,
         }
     });
     match result {
@@ -69,18 +89,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn open_store(url: &str, partitions: Option<u16>) -> Result<Arc<dyn Store>, String> {
-    let mut config = SqliteConfig::from_url(url).map_err(|e| format!("--store {url}: {e}"))?;
-    if let Some(count) = partitions {
-        let count = PartitionCount::new(count).map_err(|e| format!("--partitions: {e}"))?;
-        config = config.with_partitions(count);
-    }
-    let store = SqliteStore::open(config).map_err(|e| format!("cannot open {url}: {e}"))?;
-    Ok(Arc::new(store))
-}
-
 async fn run_engine(args: EngineArgs) -> Result<(), String> {
-    let store = open_store(&args.store, args.partitions)?;
+    let partitions = match args.partitions {
+        Some(count) => Some(PartitionCount::new(count).map_err(|e| format!("--partitions: {e}"))?),
+        None => None,
+    };
+    let options = store_url::StoreOptions {
+        partitions,
+        payload_bytes_max: weft_core::PAYLOAD_BYTES_MAX_DEFAULT,
+    };
+    let store = store_url::open_store(&args.store, None, options).await?;
     let config = EngineConfig {
         ownership_lease_ms: args.ownership_lease_ms,
         ..EngineConfig::default()

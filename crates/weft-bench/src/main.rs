@@ -1,0 +1,298 @@
+//! `weft-bench`: Weft side by side with a raw-Valkey queue, in one run.
+//!
+//! Starts (or connects to) the stores itself, shows progress while it runs,
+//! prints a Markdown table and writes the rows as JSON. Run it in release
+//! mode: `cargo run --release -p weft-bench`.
+
+mod cpu;
+mod report;
+mod scenarios;
+mod valkey;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use weft_core::{PartitionCount, Store};
+use weft_engine::{Engine, EngineConfig};
+
+use report::{Percentiles, Row};
+use scenarios::throughput::{self, Spec};
+
+/// Weft's benchmark. Sizes default to what fits a 2-core machine.
+#[derive(Parser, Debug)]
+#[command(name = "weft-bench", about)]
+struct Args {
+    /// Tasks in the submit → claim → complete scenario.
+    #[arg(long, default_value_t = 10_000)]
+    tasks: u32,
+    /// Payload padding per task, in bytes.
+    #[arg(long, default_value_t = 4096)]
+    payload_bytes: usize,
+    /// Concurrent workers.
+    #[arg(long, default_value_t = 16)]
+    workers: u32,
+    /// Concurrent submitters.
+    #[arg(long, default_value_t = 4)]
+    producers: u32,
+    /// Most tasks one claim takes.
+    #[arg(long, default_value_t = 8)]
+    claim_batch: u32,
+    /// Tasks in the delayed-work scenario.
+    #[arg(long, default_value_t = 1000)]
+    delayed: u32,
+    /// Seconds the idle engine is watched.
+    #[arg(long, default_value_t = 5)]
+    idle_seconds: u64,
+    /// A Valkey to use (`redis://HOST:PORT`); one is started when absent.
+    #[arg(long, env = "WEFT_BENCH_VALKEY_URL")]
+    valkey_url: Option<String>,
+    /// Where the rows are written as JSON.
+    #[arg(long, default_value = "target/bench/latest.json")]
+    json: PathBuf,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    match run(&args).await {
+        Ok(rows) => {
+            println!("\n{}", report::table(&rows));
+            if let Err(err) = write_json(&args.json, &rows) {
+                eprintln!("weft-bench: cannot write {}: {err}", args.json.display());
+                std::process::exit(1);
+            }
+            println!("rows written to {}", args.json.display());
+        }
+        Err(err) => {
+            eprintln!("weft-bench: {err}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn write_json(path: &PathBuf, rows: &[Row]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let text = serde_json::to_string_pretty(rows).map_err(std::io::Error::other)?;
+    std::fs::write(path, text)
+}
+
+/// The backends Weft runs on in this benchmark.
+enum Backend {
+    Valkey,
+    Sqlite,
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Valkey => "weft/valkey direct",
+            Backend::Sqlite => "weft/sqlite direct",
+        }
+    }
+}
+
+struct Env {
+    valkey: valkey::Valkey,
+    valkey_pid: Option<u32>,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    async fn store(&self, backend: &Backend, name: &str) -> Result<Arc<dyn Store>, String> {
+        match backend {
+            Backend::Valkey => {
+                let config = weft_valkey::ValkeyConfig {
+                    url: self.valkey.url.clone(),
+                    key_prefix: format!("bench-{name}-{}:", std::process::id()),
+                    partitions: Some(PartitionCount::default()),
+                    machine: weft_core::MachineConfig::default(),
+                };
+                let store = weft_valkey::ValkeyStore::connect(config)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Arc::new(store))
+            }
+            Backend::Sqlite => {
+                let path = self.dir.path().join(format!("{name}.sqlite3"));
+                let store = weft_sqlite::SqliteStore::open(weft_sqlite::SqliteConfig::file(path))
+                    .map_err(|e| e.to_string())?;
+                Ok(Arc::new(store))
+            }
+        }
+    }
+
+    async fn server_commands(&self) -> Option<u64> {
+        let mut conn = self.valkey.connect().await.ok()?;
+        valkey::commands_executed(&mut conn).await
+    }
+}
+
+async fn run(args: &Args) -> Result<Vec<Row>, String> {
+    let valkey = valkey::Valkey::get(args.valkey_url.clone())?;
+    let mut conn = valkey.connect().await?;
+    let valkey_pid = valkey::server_pid(&mut conn).await;
+    let env = Env {
+        valkey,
+        valkey_pid,
+        dir: tempfile::tempdir().map_err(|e| e.to_string())?,
+    };
+    let spec = Spec {
+        tasks: args.tasks,
+        payload_bytes: args.payload_bytes,
+        workers: args.workers,
+        producers: args.producers,
+        claim_batch: args.claim_batch,
+    };
+    let mut rows = Vec::new();
+    let baseline = baseline_row(&env, spec).await?;
+    let baseline_rate = baseline.throughput_per_s;
+    rows.push(baseline);
+    for backend in [Backend::Valkey, Backend::Sqlite] {
+        let mut row = throughput_row(&env, &backend, spec).await?;
+        row.ratio_to_baseline = row.throughput_per_s.zip(baseline_rate).map(|(w, b)| w / b);
+        rows.push(row);
+    }
+    for (scenario, issue) in [
+        ("flows 100 × 10-node chain", "#5"),
+        ("suspend → signal → resume", "#6"),
+        ("quorum(1 of 100) cancel_remaining", "#5"),
+    ] {
+        rows.push(Row {
+            scenario: scenario.into(),
+            backend: "-".into(),
+            note: format!("skipped: needs {issue}"),
+            ..Row::default()
+        });
+    }
+    for backend in [Backend::Valkey, Backend::Sqlite] {
+        rows.push(delayed_row(&env, &backend, args).await?);
+    }
+    for backend in [Backend::Valkey, Backend::Sqlite] {
+        rows.push(idle_row(&env, &backend, args).await?);
+    }
+    Ok(rows)
+}
+
+async fn baseline_row(env: &Env, spec: Spec) -> Result<Row, String> {
+    let before = env.server_commands().await;
+    let client_cpu = cpu::CpuSpan::start(None);
+    let store_cpu = cpu::CpuSpan::start(env.valkey_pid);
+    let mut m = throughput::raw_valkey(&env.valkey.url, spec, "raw valkey (LPUSH/BLMPOP)").await?;
+    let commands = env
+        .server_commands()
+        .await
+        .zip(before)
+        .map(|(a, b)| a.saturating_sub(b));
+    Ok(throughput_measured_row(
+        "raw valkey (LPUSH/BLMPOP)",
+        spec,
+        &mut m,
+        commands,
+        &client_cpu,
+        &store_cpu,
+    ))
+}
+
+async fn throughput_row(env: &Env, backend: &Backend, spec: Spec) -> Result<Row, String> {
+    let store = env.store(backend, "throughput").await?;
+    let engine = Engine::try_start(Arc::clone(&store), EngineConfig::default())
+        .map_err(|e| e.to_string())?;
+    let before = env.server_commands().await;
+    let client_cpu = cpu::CpuSpan::start(None);
+    let store_cpu = cpu::CpuSpan::start(env.valkey_pid);
+    let mut m = throughput::weft_direct(store, spec, backend.name()).await?;
+    let valkey = matches!(backend, Backend::Valkey);
+    let commands = if valkey {
+        env.server_commands()
+            .await
+            .zip(before)
+            .map(|(a, b)| a.saturating_sub(b))
+    } else {
+        None
+    };
+    let mut row = throughput_measured_row(
+        backend.name(),
+        spec,
+        &mut m,
+        commands,
+        &client_cpu,
+        &store_cpu,
+    );
+    if !valkey {
+        row.store_cpu_ms = None;
+        row.note = "SQLite runs inside the Weft process".into();
+    }
+    engine.shutdown().await;
+    Ok(row)
+}
+
+fn throughput_measured_row(
+    backend: &str,
+    spec: Spec,
+    m: &mut throughput::Measured,
+    commands: Option<u64>,
+    client_cpu: &cpu::CpuSpan,
+    store_cpu: &cpu::CpuSpan,
+) -> Row {
+    let tasks = f64::from(spec.tasks);
+    Row {
+        scenario: format!(
+            "submit → claim → complete ({} × {} B, {} workers)",
+            spec.tasks, spec.payload_bytes, spec.workers
+        ),
+        backend: backend.into(),
+        throughput_per_s: Some(tasks / m.elapsed.as_secs_f64()),
+        latency: Some(Percentiles::of(&mut m.latencies_ms)),
+        store_calls_per_task: Some(m.calls as f64 / tasks),
+        server_commands_per_task: commands.map(|c| c as f64 / tasks),
+        client_cpu_ms: client_cpu.elapsed_ms(),
+        store_cpu_ms: store_cpu.elapsed_ms(),
+        ratio_to_baseline: None,
+        note: String::new(),
+    }
+}
+
+async fn delayed_row(env: &Env, backend: &Backend, args: &Args) -> Result<Row, String> {
+    let store = env.store(backend, "delayed").await?;
+    let engine = Engine::try_start(Arc::clone(&store), EngineConfig::default())
+        .map_err(|e| e.to_string())?;
+    let label = format!("delayed: {}", backend.name());
+    let mut lateness = scenarios::delayed::run(store, args.delayed, 4, &label).await?;
+    engine.shutdown().await;
+    Ok(Row {
+        scenario: format!(
+            "delayed work: claim lateness vs run_at ({} tasks)",
+            args.delayed
+        ),
+        backend: backend.name().into(),
+        latency: Some(Percentiles::of(&mut lateness)),
+        note: "latency columns are lateness".into(),
+        ..Row::default()
+    })
+}
+
+async fn idle_row(env: &Env, backend: &Backend, args: &Args) -> Result<Row, String> {
+    let store = env.store(backend, "idle").await?;
+    let label = format!("idle engine: {}", backend.name());
+    let valkey = matches!(backend, Backend::Valkey);
+    let probe = || async move {
+        if valkey {
+            env.server_commands().await
+        } else {
+            None
+        }
+    };
+    let (calls_per_s, commands_per_s) =
+        scenarios::idle::run(store, args.idle_seconds, &label, probe).await?;
+    Ok(Row {
+        scenario: "idle engine, 32 partitions".into(),
+        backend: backend.name().into(),
+        store_calls_per_task: Some(calls_per_s),
+        server_commands_per_task: commands_per_s,
+        note: "per second, not per task".into(),
+        ..Row::default()
+    })
+}

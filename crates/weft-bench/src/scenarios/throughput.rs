@@ -1,0 +1,268 @@
+//! Scenario 1: submit → claim → complete, side by side with a raw-Valkey
+//! queue (LPUSH + BLMPOP + a completion counter, no engine).
+//!
+//! Both sides run the same shape: `producers` tasks submitting, `workers`
+//! tasks taking up to `claim_batch` items per call and completing each. A
+//! task's latency runs from just before its submit to just after its
+//! completion is acknowledged.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use weft_core::{
+    claim_across, ClaimParams, CompleteParams, CountingStore, PartitionId, Store, SubmitParams,
+};
+
+use super::{bar, ms_since, nap};
+
+/// The scenario's sizes.
+#[derive(Clone, Copy, Debug)]
+pub struct Spec {
+    /// Tasks in total.
+    pub tasks: u32,
+    /// Bytes of padding in each payload.
+    pub payload_bytes: usize,
+    /// Concurrent workers.
+    pub workers: u32,
+    /// Concurrent submitters.
+    pub producers: u32,
+    /// Most items one claim takes.
+    pub claim_batch: u32,
+}
+
+/// What one run measured.
+pub struct Measured {
+    /// From the first submit to the last completion.
+    pub elapsed: Duration,
+    /// Per task, milliseconds.
+    pub latencies_ms: Vec<f64>,
+    /// Round trips to the store.
+    pub calls: u64,
+}
+
+struct Shared {
+    start: Instant,
+    done: AtomicU32,
+    latencies_ms: Mutex<Vec<f64>>,
+    progress: indicatif::ProgressBar,
+}
+
+impl Shared {
+    fn record(&self, sent_ms: f64) {
+        let latency = ms_since(self.start) - sent_ms;
+        if let Ok(mut l) = self.latencies_ms.lock() {
+            l.push(latency);
+        }
+        self.done.fetch_add(1, Ordering::Relaxed);
+        self.progress.inc(1);
+    }
+}
+
+fn padding(bytes: usize) -> String {
+    "x".repeat(bytes)
+}
+
+/// Runs the scenario on a Weft store through the `Store` trait directly.
+pub async fn weft_direct(
+    store: Arc<dyn Store>,
+    spec: Spec,
+    label: &str,
+) -> Result<Measured, String> {
+    let counting = Arc::new(CountingStore::new(store));
+    let shared = Arc::new(Shared {
+        start: Instant::now(),
+        done: AtomicU32::new(0),
+        latencies_ms: Mutex::new(Vec::with_capacity(spec.tasks as usize)),
+        progress: bar(u64::from(spec.tasks), label),
+    });
+    let lane = format!("bench-{:08x}", fastrand_u32());
+    let mut handles = Vec::new();
+    for p in 0..spec.producers {
+        let (store, shared, lane) = (Arc::clone(&counting), Arc::clone(&shared), lane.clone());
+        let count = share(spec.tasks, spec.producers, p);
+        let pad = padding(spec.payload_bytes);
+        handles.push(tokio::spawn(async move {
+            for _ in 0..count {
+                let mut params = SubmitParams::new(
+                    "bench",
+                    json!({"sent_ms": ms_since(shared.start), "pad": pad}),
+                );
+                params.lane = Some(lane.clone());
+                store
+                    .execution_submit(&params)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for w in 0..spec.workers {
+        let (store, shared, lane) = (Arc::clone(&counting), Arc::clone(&shared), lane.clone());
+        handles.push(tokio::spawn(weft_worker(store, shared, lane, spec, w)));
+    }
+    for handle in handles {
+        handle.await.map_err(|e| e.to_string())??;
+    }
+    shared.progress.finish();
+    let elapsed = shared.start.elapsed();
+    let latencies_ms = std::mem::take(&mut *shared.latencies_ms.lock().map_err(|e| e.to_string())?);
+    Ok(Measured {
+        elapsed,
+        latencies_ms,
+        calls: counting.calls(),
+    })
+}
+
+fn fastrand_u32() -> u32 {
+    // Seeded from the clock: labels only need to differ between runs.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    nanos ^ std::process::id().rotate_left(16)
+}
+
+fn share(total: u32, parts: u32, index: u32) -> u32 {
+    total / parts + u32::from(index < total % parts)
+}
+
+async fn weft_worker(
+    store: Arc<CountingStore>,
+    shared: Arc<Shared>,
+    lane: String,
+    spec: Spec,
+    index: u32,
+) -> Result<(), String> {
+    let claim = ClaimParams {
+        worker_id: format!("bench-worker-{index}"),
+        lanes: vec![lane],
+        capabilities: vec![],
+        max: spec.claim_batch,
+        lease_ms: 30_000,
+    };
+    let mut events = store.events();
+    let partitions = store.partition_count().get();
+    let mut start = u16::try_from(index).unwrap_or(0) % partitions;
+    while shared.done.load(Ordering::Relaxed) < spec.tasks {
+        start = (start + 1) % partitions;
+        let tasks = claim_across(store.as_ref(), &claim, PartitionId(start))
+            .await
+            .map_err(|e| e.to_string())?;
+        if tasks.is_empty() {
+            nap(&mut events, Duration::from_millis(2)).await;
+            continue;
+        }
+        for task in tasks {
+            let sent_ms = task.payload["sent_ms"].as_f64().unwrap_or(0.0);
+            let params = CompleteParams {
+                execution_id: task.execution_id.clone(),
+                lease: weft_core::LeaseRef {
+                    lease_id: task.lease.id.clone(),
+                    epoch: task.lease.epoch,
+                },
+                result: serde_json::Value::Null,
+            };
+            store
+                .execution_complete(&params)
+                .await
+                .map_err(|e| e.to_string())?;
+            shared.record(sent_ms);
+        }
+    }
+    Ok(())
+}
+
+/// Runs the scenario on a raw Valkey list: the baseline.
+pub async fn raw_valkey(url: &str, spec: Spec, label: &str) -> Result<Measured, String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let shared = Arc::new(Shared {
+        start: Instant::now(),
+        done: AtomicU32::new(0),
+        latencies_ms: Mutex::new(Vec::with_capacity(spec.tasks as usize)),
+        progress: bar(u64::from(spec.tasks), label),
+    });
+    let calls = Arc::new(AtomicU32::new(0));
+    let key = format!("bench:raw:{:08x}", fastrand_u32());
+    let mut handles = Vec::new();
+    for p in 0..spec.producers {
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| e.to_string())?;
+        let (shared, key, calls) = (Arc::clone(&shared), key.clone(), Arc::clone(&calls));
+        let count = share(spec.tasks, spec.producers, p);
+        let pad = padding(spec.payload_bytes);
+        handles.push(tokio::spawn(async move {
+            for _ in 0..count {
+                let item = json!({"sent_ms": ms_since(shared.start), "pad": pad}).to_string();
+                let _: i64 = redis::cmd("LPUSH")
+                    .arg(&key)
+                    .arg(item)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                calls.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for _ in 0..spec.workers {
+        // Blocking pops need a connection each.
+        let conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| e.to_string())?;
+        let (shared, key, calls) = (Arc::clone(&shared), key.clone(), Arc::clone(&calls));
+        handles.push(tokio::spawn(raw_worker(conn, shared, key, calls, spec)));
+    }
+    for handle in handles {
+        handle.await.map_err(|e| e.to_string())??;
+    }
+    shared.progress.finish();
+    let elapsed = shared.start.elapsed();
+    let latencies_ms = std::mem::take(&mut *shared.latencies_ms.lock().map_err(|e| e.to_string())?);
+    Ok(Measured {
+        elapsed,
+        latencies_ms,
+        calls: u64::from(calls.load(Ordering::Relaxed)),
+    })
+}
+
+async fn raw_worker(
+    mut conn: redis::aio::MultiplexedConnection,
+    shared: Arc<Shared>,
+    key: String,
+    calls: Arc<AtomicU32>,
+    spec: Spec,
+) -> Result<(), String> {
+    while shared.done.load(Ordering::Relaxed) < spec.tasks {
+        let popped: Option<(String, Vec<String>)> = redis::cmd("BLMPOP")
+            .arg(0.05)
+            .arg(1)
+            .arg(&key)
+            .arg("RIGHT")
+            .arg("COUNT")
+            .arg(spec.claim_batch)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        calls.fetch_add(1, Ordering::Relaxed);
+        let Some((_, items)) = popped else { continue };
+        for item in items {
+            let sent_ms = serde_json::from_str::<serde_json::Value>(&item)
+                .ok()
+                .and_then(|v| v["sent_ms"].as_f64())
+                .unwrap_or(0.0);
+            let _: i64 = redis::cmd("INCR")
+                .arg(format!("{key}:done"))
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            calls.fetch_add(1, Ordering::Relaxed);
+            shared.record(sent_ms);
+        }
+    }
+    Ok(())
+}

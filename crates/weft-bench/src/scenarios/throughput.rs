@@ -50,6 +50,23 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(tasks: u32, label: &str) -> Self {
+        Self {
+            start: Instant::now(),
+            done: AtomicU32::new(0),
+            latencies_ms: Mutex::new(Vec::with_capacity(tasks as usize)),
+            progress: bar(u64::from(tasks), label),
+        }
+    }
+
+    /// Finishes the progress bar; returns the elapsed time and latencies.
+    fn finish(&self) -> Result<(Duration, Vec<f64>), String> {
+        self.progress.finish();
+        let elapsed = self.start.elapsed();
+        let mut latencies = self.latencies_ms.lock().map_err(|e| e.to_string())?;
+        Ok((elapsed, std::mem::take(&mut *latencies)))
+    }
+
     fn record(&self, sent_ms: f64) {
         let latency = ms_since(self.start) - sent_ms;
         if let Ok(mut l) = self.latencies_ms.lock() {
@@ -71,12 +88,7 @@ pub async fn weft_direct(
     label: &str,
 ) -> Result<Measured, String> {
     let counting = Arc::new(CountingStore::new(store));
-    let shared = Arc::new(Shared {
-        start: Instant::now(),
-        done: AtomicU32::new(0),
-        latencies_ms: Mutex::new(Vec::with_capacity(spec.tasks as usize)),
-        progress: bar(u64::from(spec.tasks), label),
-    });
+    let shared = Arc::new(Shared::new(spec.tasks, label));
     let lane = format!("bench-{:08x}", fastrand_u32());
     let mut handles = Vec::new();
     for p in 0..spec.producers {
@@ -105,9 +117,7 @@ pub async fn weft_direct(
     for handle in handles {
         handle.await.map_err(|e| e.to_string())??;
     }
-    shared.progress.finish();
-    let elapsed = shared.start.elapsed();
-    let latencies_ms = std::mem::take(&mut *shared.latencies_ms.lock().map_err(|e| e.to_string())?);
+    let (elapsed, latencies_ms) = shared.finish()?;
     Ok(Measured {
         elapsed,
         latencies_ms,
@@ -177,12 +187,7 @@ async fn weft_worker(
 /// Runs the scenario on a raw Valkey list: the baseline.
 pub async fn raw_valkey(url: &str, spec: Spec, label: &str) -> Result<Measured, String> {
     let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-    let shared = Arc::new(Shared {
-        start: Instant::now(),
-        done: AtomicU32::new(0),
-        latencies_ms: Mutex::new(Vec::with_capacity(spec.tasks as usize)),
-        progress: bar(u64::from(spec.tasks), label),
-    });
+    let shared = Arc::new(Shared::new(spec.tasks, label));
     let calls = Arc::new(AtomicU32::new(0));
     let key = format!("bench:raw:{:08x}", fastrand_u32());
     let mut handles = Vec::new();
@@ -220,9 +225,7 @@ pub async fn raw_valkey(url: &str, spec: Spec, label: &str) -> Result<Measured, 
     for handle in handles {
         handle.await.map_err(|e| e.to_string())??;
     }
-    shared.progress.finish();
-    let elapsed = shared.start.elapsed();
-    let latencies_ms = std::mem::take(&mut *shared.latencies_ms.lock().map_err(|e| e.to_string())?);
+    let (elapsed, latencies_ms) = shared.finish()?;
     Ok(Measured {
         elapsed,
         latencies_ms,

@@ -301,3 +301,63 @@ fn errors_say_what_to_fix(s: &str) {
         "{unreachable}"
     );
 }
+
+/// Waits until `weft get ID` shows `state`; panics after 30 s.
+fn await_state(s: &str, id: &str, state: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let exec = ok_json(s, &["get", id]);
+        if exec["state"] == state {
+            return exec;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} never reached {state}: {exec}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_killed_worker_process_loses_its_lease_and_another_finishes_the_task() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (dev, server) = start_dev(data.path());
+    let s = server.as_str();
+    let submitted = ok_json(s, &["submit", "slow", "--lane", "crash", "--payload", "{}"]);
+    let id = submitted["id"].as_str().expect("id").to_owned();
+
+    // The first worker takes the task and dies with it (SIGKILL on drop).
+    let doomed = spawn(weft(
+        s,
+        &[
+            "worker",
+            "--lane",
+            "crash",
+            "--lease-ms",
+            "600",
+            "--exec",
+            "sleep 3",
+        ],
+    ));
+    await_state(s, &id, "active");
+    drop(doomed);
+
+    // The engine notices the lapsed lease; a second worker finishes it.
+    let rescuer = spawn(weft(
+        s,
+        &["worker", "--lane", "crash", "--exec", "echo '\"rescued\"'"],
+    ));
+    let done = await_state(s, &id, "completed");
+    assert_eq!(done["result"], json!("rescued"));
+    assert_eq!(done["attempts"], json!(2));
+    let attempts = ok_json(s, &["attempts", &id]);
+    let states: Vec<&str> = attempts["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|a| a["state"].as_str())
+        .collect();
+    assert_eq!(states, ["lease_lost", "succeeded"]);
+    rescuer.terminate();
+    dev.terminate();
+}

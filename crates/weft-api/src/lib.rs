@@ -413,6 +413,18 @@ pub struct FailRequest {
     pub error: FailError,
 }
 
+/// `POST /v1/executions/{id}/release`: the worker hands the task back
+/// unfinished (an addition to the contract). The answer is the execution,
+/// `waiting` again; nothing is counted against its attempts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    /// The task's `lease.id`.
+    pub lease_id: String,
+    /// The task's `lease.epoch`.
+    pub epoch: u64,
+}
+
 /// The lease a worker write presents, in the store's terms.
 pub fn lease_ref(lease_id: &str, epoch: u64) -> weft_core::LeaseRef {
     weft_core::LeaseRef {
@@ -515,6 +527,17 @@ mod tests {
         let err =
             serde_json::from_str::<SubmitRequest>(r#"{"kind":"k","dealy_ms":5}"#).unwrap_err();
         assert!(err.to_string().contains("dealy_ms"), "{err}");
+    }
+
+    #[test]
+    fn release_takes_the_lease_only() {
+        let r: ReleaseRequest = serde_json::from_str(r#"{"lease_id":"l","epoch":2}"#).unwrap();
+        assert_eq!((r.lease_id.as_str(), r.epoch), ("l", 2));
+        let err = serde_json::from_str::<ReleaseRequest>(r#"{"lease_id":"l","epoch":2,"x":1}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains('x'), "{err}");
+        let wire = serde_json::to_value(AttemptState::Released).unwrap();
+        assert_eq!(wire, serde_json::json!("released"));
     }
 
     #[test]

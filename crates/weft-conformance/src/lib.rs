@@ -22,7 +22,7 @@
 //! apply timers due by their own clock when `partition_tick` is called.
 //!
 //! Areas, one module each, each opening with its goal and method:
-//! [`lifecycle`], [`retry`], [`leases`], [`timers`], [`claims`],
+//! [`lifecycle`], [`retry`], [`leases`], [`release`], [`timers`], [`claims`],
 //! [`idempotency`], [`cancel_replay`], [`validation`], [`retention`],
 //! [`engine`]; shared factories and assertions live in [`support`].
 //!
@@ -44,6 +44,7 @@ pub mod engine;
 pub mod idempotency;
 pub mod leases;
 pub mod lifecycle;
+pub mod release;
 pub mod retention;
 pub mod retry;
 pub mod support;
@@ -195,6 +196,13 @@ macro_rules! conformance_suite {
                 zero_reclaims_fail_on_first_loss,
                 lease_loss_uses_attempts,
                 forged_leases_are_refused,
+            }
+            release {
+                release_returns_to_waiting,
+                release_is_replayed_until_reclaimed,
+                release_uses_no_attempts,
+                release_keeps_failures_and_the_deadline,
+                release_needs_the_live_lease,
             }
             timers {
                 delayed_becomes_waiting_when_due,

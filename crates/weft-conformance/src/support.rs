@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use serde_json::{json, Value};
 use weft_core::{
     Attempt, Backoff, CancelParams, ClaimParams, CompleteParams, Error, ErrorInfo, Execution,
-    ExecutionId, FailParams, HeartbeatParams, HeartbeatReply, LeaseRef, ListParams, Result, State,
-    SubmitParams, Task, LIST_LIMIT_MAX,
+    ExecutionId, FailParams, HeartbeatParams, HeartbeatReply, LeaseRef, ListParams, ReleaseParams,
+    Result, State, SubmitParams, Task, LIST_LIMIT_MAX,
 };
 
 use crate::Harness;
@@ -235,6 +235,16 @@ pub async fn fail_with(
             lease: lease_of(task),
             error,
             retryable,
+        })
+        .await
+}
+
+/// Releases `task`: hands its attempt back unfinished.
+pub async fn release(h: &Harness, task: &Task) -> Result<Execution> {
+    h.store
+        .execution_release(&ReleaseParams {
+            execution_id: task.execution_id.clone(),
+            lease: lease_of(task),
         })
         .await
 }

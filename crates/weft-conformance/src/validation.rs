@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 use weft_core::{
     Backoff, CancelParams, CompleteParams, Error, ErrorInfo, ExecutionId, FailParams,
-    HeartbeatParams, LeaseEpoch, LeaseId, LeaseRef, ListParams, PartitionId, SubmitParams,
-    PAYLOAD_BYTES_MAX_DEFAULT,
+    HeartbeatParams, LeaseEpoch, LeaseId, LeaseRef, ListParams, PartitionId, ReleaseParams,
+    SubmitParams, PAYLOAD_BYTES_MAX_DEFAULT,
 };
 
 use crate::support::{
@@ -265,6 +265,11 @@ pub async fn unknown_ids_are_not_found(h: Harness) {
             retryable: true,
         };
         assert_not_found(s.execution_fail(&failed).await, "fail");
+        let release = ReleaseParams {
+            execution_id: id.clone(),
+            lease: lease.clone(),
+        };
+        assert_not_found(s.execution_release(&release).await, "release");
     }
     assert_store_empty(&h).await;
     assert_audit_clean(&h).await;

@@ -12,8 +12,8 @@ use crate::ids::{ExecutionId, PartitionCount, PartitionId};
 use crate::model::{Attempt, Execution, SubmitParams, Task};
 use crate::store::{
     AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, FailParams, HeartbeatParams,
-    HeartbeatReply, LaneDepth, ListParams, Page, PartitionOwner, RebalanceParams, Store,
-    StoreEvent, Submitted, TickReport,
+    HeartbeatReply, LaneDepth, ListParams, Page, PartitionOwner, RebalanceParams, ReleaseParams,
+    Store, StoreEvent, Submitted, TickReport,
 };
 
 /// Wraps a store and counts every call made through it.
@@ -76,6 +76,9 @@ impl Store for CountingStore {
     }
     async fn execution_fail(&self, params: &FailParams) -> Result<Execution> {
         self.count().execution_fail(params).await
+    }
+    async fn execution_release(&self, params: &ReleaseParams) -> Result<Execution> {
+        self.count().execution_release(params).await
     }
     async fn execution_cancel(&self, params: &CancelParams) -> Result<Execution> {
         self.count().execution_cancel(params).await

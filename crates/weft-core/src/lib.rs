@@ -35,7 +35,8 @@ pub use machine::{
 };
 pub use model::*;
 pub use store::{
-    claim_across, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, FailParams,
-    HeartbeatParams, HeartbeatReply, LaneDepth, ListParams, Page, PartitionOwner, RebalanceParams,
-    Store, StoreEvent, Submitted, TickReport, CLAIM_LANES_MAX, LIST_LIMIT_MAX,
+    claim_across, release_claimed, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint,
+    FailParams, HeartbeatParams, HeartbeatReply, LaneDepth, ListParams, Page, PartitionOwner,
+    RebalanceParams, ReleaseParams, Store, StoreEvent, Submitted, TickReport, CLAIM_LANES_MAX,
+    LIST_LIMIT_MAX,
 };

@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::ids::{AttemptNumber, ExecutionId, LeaseEpoch, LeaseId};
 use crate::model::{
-    jitter_unit, Attempt, AttemptState, EndedLease, ErrorInfo, Execution, Lease, State,
+    jitter_unit, Attempt, AttemptState, EndedBy, EndedLease, ErrorInfo, Execution, Lease, State,
     SubmitParams, LANE_DEFAULT, MAX_ATTEMPTS_DEFAULT, MAX_RECLAIMS_DEFAULT,
 };
 
@@ -214,6 +214,13 @@ pub enum Command {
         /// `false` ends the execution whatever attempts are left.
         retryable: bool,
     },
+    /// A worker hands the attempt back unfinished (it is stopping): the
+    /// execution is `waiting` again at once, and nothing is counted against
+    /// `max_attempts` or `max_reclaims`.
+    Release {
+        /// The lease presented.
+        lease: LeaseRef,
+    },
     /// An operator ends the execution.
     Cancel {
         /// Why, for the record.
@@ -405,6 +412,7 @@ pub fn apply(
             error,
             retryable,
         } => fail(exec, &lease, error, retryable, now_ms, config),
+        Command::Release { lease } => release(exec, &lease, now_ms, config),
         Command::Cancel { reason } => cancel(exec, reason, now_ms, config),
         Command::Replay => replay(exec, now_ms, config),
         Command::Fire(timer) => fire(exec, timer, now_ms, config),
@@ -495,13 +503,18 @@ fn heartbeat(
     Ok(Transition::between(Some(exec), Some(next), None, config))
 }
 
-/// A repeated complete or fail by the lease that ended the last attempt. It
-/// answers with the execution as it is now: after a fail that was retried and
-/// claimed again, that is the newer attempt's state, which tells the stale
-/// worker its write was applied.
-fn is_replay(exec: &Execution, lease: &LeaseRef, completed: bool) -> bool {
+/// A repeated complete, fail or release by the lease that ended the last
+/// attempt. It answers with the execution as it is now: after a fail that was
+/// retried and claimed again, that is the newer attempt's state, which tells
+/// the stale worker its write was applied. A release replays only until the
+/// execution is claimed again (the epoch moves on): the old lease then has
+/// nothing left to hand back, so it is `lease_lost` like any stale write.
+fn is_replay(exec: &Execution, lease: &LeaseRef, by: EndedBy) -> bool {
     exec.ended_lease.as_ref().is_some_and(|e| {
-        e.id == lease.lease_id && e.epoch == lease.epoch && e.completed == completed
+        e.id == lease.lease_id
+            && e.epoch == lease.epoch
+            && e.by == by
+            && (by != EndedBy::Released || exec.epoch == lease.epoch)
     })
 }
 
@@ -535,7 +548,7 @@ fn complete(
     now_ms: i64,
     config: &MachineConfig,
 ) -> Result<Transition> {
-    if is_replay(exec, lease, true) {
+    if is_replay(exec, lease, EndedBy::Completed) {
         return Ok(Transition::unchanged(exec, Outcome::Replayed));
     }
     let bytes = crate::model::payload_bytes(&result);
@@ -552,7 +565,7 @@ fn complete(
     next.ended_lease = Some(EndedLease {
         id: lease.lease_id.clone(),
         epoch: lease.epoch,
-        completed: true,
+        by: EndedBy::Completed,
     });
     finish(&mut next, State::Completed, now_ms);
     Ok(Transition::between(Some(exec), Some(next), attempt, config))
@@ -566,7 +579,7 @@ fn fail(
     now_ms: i64,
     config: &MachineConfig,
 ) -> Result<Transition> {
-    if is_replay(exec, lease, false) {
+    if is_replay(exec, lease, EndedBy::Failed) {
         return Ok(Transition::unchanged(exec, Outcome::Replayed));
     }
     if error
@@ -586,9 +599,36 @@ fn fail(
     next.ended_lease = Some(EndedLease {
         id: lease.lease_id.clone(),
         epoch: lease.epoch,
-        completed: false,
+        by: EndedBy::Failed,
     });
     retry_or_fail(&mut next, error, retryable, false, now_ms);
+    Ok(Transition::between(Some(exec), Some(next), attempt, config))
+}
+
+/// Ends the attempt `released` and puts the execution back in the queue at
+/// once, behind what is already waiting at its priority. Failures, reclaims
+/// and the last error stay as they were; the epoch moves on at the next claim.
+fn release(
+    exec: &Execution,
+    lease: &LeaseRef,
+    now_ms: i64,
+    config: &MachineConfig,
+) -> Result<Transition> {
+    if is_replay(exec, lease, EndedBy::Released) {
+        return Ok(Transition::unchanged(exec, Outcome::Replayed));
+    }
+    check_lease(exec, lease, now_ms)?;
+    let mut next = exec.clone();
+    let attempt = end_attempt(&mut next, AttemptState::Released, None, now_ms);
+    next.ended_lease = Some(EndedLease {
+        id: lease.lease_id.clone(),
+        epoch: lease.epoch,
+        by: EndedBy::Released,
+    });
+    next.state = State::Waiting;
+    next.run_at_ms = None;
+    next.ready_at_ms = now_ms;
+    next.updated_at_ms = now_ms;
     Ok(Transition::between(Some(exec), Some(next), attempt, config))
 }
 

@@ -59,19 +59,22 @@ pub const CLAIM_MAX: u32 = 1000;
 ///
 /// Out of each state: `Waiting` by claim, cancel, deadline; `Delayed` by its
 /// timer, cancel, deadline; `Blocked` by join satisfaction or skip (flows);
-/// `Active` by heartbeat, complete, fail, suspend, lease expiry, attempt
-/// timeout, cancel, deadline; `Suspended` by signal or waitpoint timeout;
-/// terminal states only by replay or retention purge.
+/// `Active` by heartbeat, complete, fail, release, suspend, lease expiry,
+/// attempt timeout, cancel, deadline; `Suspended` by signal or waitpoint
+/// timeout; terminal states only by replay or retention purge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
-    /// Claimable now.
+    /// Claimable now. Entered by submit, a retry due at once, a lapsed
+    /// lease with attempts left, a release, the delay timer, replay.
     Waiting,
     /// Claimable at `run_at`.
     Delayed,
     /// A flow member waiting on its upstreams.
     Blocked,
-    /// Leased to a worker.
+    /// Leased to a worker. Left by complete, fail, release (back to
+    /// `Waiting`, nothing counted), lease expiry, attempt timeout, cancel,
+    /// deadline; a heartbeat keeps it here.
     Active,
     /// Waiting on waitpoints.
     Suspended,
@@ -241,6 +244,37 @@ pub struct Lease {
     pub timeout_at_ms: Option<i64>,
 }
 
+/// The worker write that ended a lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndedBy {
+    /// `complete`.
+    Completed,
+    /// `fail`.
+    Failed,
+    /// `release`.
+    Released,
+}
+
+impl EndedBy {
+    /// Every kind, in declaration order.
+    pub const ALL: [EndedBy; 3] = [EndedBy::Completed, EndedBy::Failed, EndedBy::Released];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndedBy::Completed => "completed",
+            EndedBy::Failed => "failed",
+            EndedBy::Released => "released",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(text: &str) -> Option<Self> {
+        EndedBy::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
 /// Which worker write ended the last lease, so the same write can be replayed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndedLease {
@@ -248,8 +282,8 @@ pub struct EndedLease {
     pub id: LeaseId,
     /// Its epoch.
     pub epoch: LeaseEpoch,
-    /// `true` for complete, `false` for fail.
-    pub completed: bool,
+    /// Which write it was.
+    pub by: EndedBy,
 }
 
 /// One unit of work and everything the store knows about it.
@@ -344,11 +378,14 @@ pub enum AttemptState {
     Cancelled,
     /// The execution suspended.
     Suspended,
+    /// The worker handed the task back unfinished (`release`); it counts
+    /// against neither `max_attempts` nor `max_reclaims`.
+    Released,
 }
 
 impl AttemptState {
     /// Every attempt state, in declaration order.
-    pub const ALL: [AttemptState; 7] = [
+    pub const ALL: [AttemptState; 8] = [
         AttemptState::Running,
         AttemptState::Succeeded,
         AttemptState::Failed,
@@ -356,6 +393,7 @@ impl AttemptState {
         AttemptState::LeaseLost,
         AttemptState::Cancelled,
         AttemptState::Suspended,
+        AttemptState::Released,
     ];
 
     /// The wire name.
@@ -368,6 +406,7 @@ impl AttemptState {
             AttemptState::LeaseLost => "lease_lost",
             AttemptState::Cancelled => "cancelled",
             AttemptState::Suspended => "suspended",
+            AttemptState::Released => "released",
         }
     }
 
@@ -675,6 +714,21 @@ mod tests {
             }
         }
         assert_eq!(b.delay_ms(1, 0.5), 100);
+    }
+
+    #[test]
+    fn stored_names_round_trip_and_match_serde() {
+        for state in AttemptState::ALL {
+            assert_eq!(AttemptState::parse(state.as_str()), Some(state));
+            let wire = serde_json::to_value(state).unwrap();
+            assert_eq!(wire, Value::String(state.as_str().to_owned()));
+        }
+        assert_eq!(AttemptState::Released.as_str(), "released");
+        for by in EndedBy::ALL {
+            assert_eq!(EndedBy::parse(by.as_str()), Some(by));
+            let wire = serde_json::to_value(by).unwrap();
+            assert_eq!(wire, Value::String(by.as_str().to_owned()));
+        }
     }
 
     #[test]

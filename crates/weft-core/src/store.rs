@@ -126,6 +126,15 @@ pub struct FailParams {
     pub retryable: bool,
 }
 
+/// A worker hands its attempt back unfinished.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseParams {
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// The lease presented.
+    pub lease: LeaseRef,
+}
+
 /// An operator ends an execution.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CancelParams {
@@ -293,6 +302,12 @@ pub trait Store: Send + Sync + 'static {
     /// Fails the attempt; retried per policy.
     async fn execution_fail(&self, params: &FailParams) -> Result<Execution>;
 
+    /// Ends the attempt `released` and makes the execution `waiting` at once,
+    /// counting nothing against `max_attempts` or `max_reclaims`; fenced like
+    /// complete. The same call again returns the execution as it is, until
+    /// the execution is claimed again.
+    async fn execution_release(&self, params: &ReleaseParams) -> Result<Execution>;
+
     /// Cancels a non-terminal execution; cancelling a cancelled one is a no-op.
     async fn execution_cancel(&self, params: &CancelParams) -> Result<Execution>;
 
@@ -344,6 +359,27 @@ pub async fn claim_across(
     start: PartitionId,
 ) -> Result<Vec<Task>> {
     store.execution_claim_across(params, start).await
+}
+
+/// Releases `tasks` that were claimed but will never run (whoever claimed
+/// them stopped waiting first), one atomic write each, so they are
+/// claimable again at once rather than when their leases lapse. Returns the
+/// ones that could not be released, with why; those lapse as usual.
+pub async fn release_claimed(store: &dyn Store, tasks: &[Task]) -> Vec<(ExecutionId, Error)> {
+    let mut failed = Vec::new();
+    for task in tasks {
+        let params = ReleaseParams {
+            execution_id: task.execution_id.clone(),
+            lease: LeaseRef {
+                lease_id: task.lease.id.clone(),
+                epoch: task.lease.epoch,
+            },
+        };
+        if let Err(error) = store.execution_release(&params).await {
+            failed.push((task.execution_id.clone(), error));
+        }
+    }
+    failed
 }
 
 async fn claim_partition_by_partition<S: Store + ?Sized>(

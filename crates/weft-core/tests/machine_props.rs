@@ -8,9 +8,9 @@
 //! replay); and errors that change nothing.
 //!
 //! Method: proptest generates a few executions and a random sequence of
-//! commands (claims, heartbeats, completes and fails with the current, a stale
-//! or a forged lease, cancels, replays, timer firings that are due, early or
-//! stale, whole-partition ticks and time advances). A small in-memory store
+//! commands (claims, heartbeats, completes, fails and releases with the
+//! current, a stale or a forged lease, cancels, replays, timer firings that
+//! are due, early or stale, whole-partition ticks and time advances). A small in-memory store
 //! model applies each command through `weft_core::machine` and maintains its
 //! index entries and timers ONLY from the transitions' diffs
 //! (`index_from`/`index_to`, `timers_clear`/`timers_set`), exactly as a real
@@ -24,9 +24,9 @@ use proptest::test_runner::TestCaseError;
 use serde_json::json;
 use weft_core::machine::{self, index_of, timers_of};
 use weft_core::{
-    AttemptChange, Backoff, Command, Error, ErrorInfo, Execution, ExecutionId, IndexKey, LeaseId,
-    LeaseRef, MachineConfig, Outcome, PartitionId, State, SubmitParams, Timer, TimerKind,
-    Transition,
+    AttemptChange, AttemptState, Backoff, Command, EndedBy, Error, ErrorInfo, Execution,
+    ExecutionId, IndexKey, LeaseId, LeaseRef, MachineConfig, Outcome, PartitionId, State,
+    SubmitParams, Timer, TimerKind, Transition,
 };
 
 /// Retention short enough that purges happen within a generated sequence.
@@ -81,6 +81,10 @@ enum Op {
         lease: LeaseChoice,
         retryable: bool,
     },
+    Release {
+        slot: usize,
+        lease: LeaseChoice,
+    },
     Cancel {
         slot: usize,
     },
@@ -120,6 +124,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(slot, lease)| Op::Complete { slot, lease }),
         4 => (slot.clone(), lease_choice(), prop::bool::weighted(0.8))
             .prop_map(|(slot, lease, retryable)| Op::Fail { slot, lease, retryable }),
+        3 => (slot.clone(), lease_choice())
+            .prop_map(|(slot, lease)| Op::Release { slot, lease }),
         1 => slot.clone().prop_map(|slot| Op::Cancel { slot }),
         1 => slot.clone().prop_map(|slot| Op::Replay { slot }),
         3 => (slot, timer_kind(), prop_oneof![3 => Just(FireMode::Current), 1 => Just(FireMode::Stale)])
@@ -163,6 +169,27 @@ fn submit_params() -> impl Strategy<Value = SubmitParams> {
                 }
             },
         )
+}
+
+/// The write a worker command would record as having ended its lease.
+fn ended_by(cmd: &Command) -> Option<EndedBy> {
+    match cmd {
+        Command::Complete { .. } => Some(EndedBy::Completed),
+        Command::Fail { .. } => Some(EndedBy::Failed),
+        Command::Release { .. } => Some(EndedBy::Released),
+        _ => None,
+    }
+}
+
+/// Whether `by` with `lease` repeats the write that ended the last lease; a
+/// release replays only until the next claim moves the epoch on.
+fn is_replay(old: &Execution, lease: &LeaseRef, by: EndedBy) -> bool {
+    old.ended_lease.as_ref().is_some_and(|e| {
+        e.id == lease.lease_id
+            && e.epoch == lease.epoch
+            && e.by == by
+            && (by != EndedBy::Released || old.epoch == lease.epoch)
+    })
 }
 
 /// One index entry as a store keeps it: the key, and for the ready index the
@@ -398,6 +425,14 @@ impl Model {
                 };
                 self.worker_write(slot, lease, cmd)
             }
+            Op::Release { slot, lease } => {
+                let slot = slot % self.execs.len();
+                let lease = self.pick_lease(slot, lease);
+                let cmd = Command::Release {
+                    lease: lease.clone(),
+                };
+                self.worker_write(slot, lease, cmd)
+            }
             Op::Cancel { slot } => self.operator(slot % self.execs.len(), true),
             Op::Replay { slot } => self.operator(slot % self.execs.len(), false),
             Op::Fire { slot, kind, mode } => self.fire(slot % self.execs.len(), *kind, *mode),
@@ -490,13 +525,11 @@ impl Model {
         };
         let is_heartbeat = matches!(cmd, Command::Heartbeat { .. });
         let completing = matches!(cmd, Command::Complete { .. });
+        let by = ended_by(&cmd);
         let valid = old.lease.as_ref().is_some_and(|l| {
             l.id == lease.lease_id && l.epoch == lease.epoch && l.expires_at_ms > self.now_ms
         });
-        let replay = !is_heartbeat
-            && old.ended_lease.as_ref().is_some_and(|e| {
-                e.id == lease.lease_id && e.epoch == lease.epoch && e.completed == completing
-            });
+        let replay = by.is_some_and(|by| is_replay(&old, &lease, by));
         match self.apply(slot, cmd)? {
             Some(Ok(t)) => {
                 let new = t.execution.as_ref().expect("worker writes never purge");
@@ -524,6 +557,9 @@ impl Model {
                         if completing {
                             prop_assert_eq!(new.state, State::Completed);
                         }
+                        if by == Some(EndedBy::Released) {
+                            self.check_released(&old, new, &t)?;
+                        }
                     }
                     Outcome::Dropped => prop_assert!(false, "worker writes are never dropped"),
                 }
@@ -545,6 +581,29 @@ impl Model {
             }
             Some(Err(e)) => Err(TestCaseError::fail(format!("worker write: {e:?}"))),
         }
+    }
+
+    /// A release hands the attempt back and counts nothing.
+    fn check_released(&self, old: &Execution, new: &Execution, t: &Transition) -> Check {
+        prop_assert_eq!(new.state, State::Waiting, "a release makes it waiting");
+        prop_assert_eq!(new.ready_at_ms, self.now_ms, "claimable at once");
+        prop_assert_eq!(
+            (new.failures, new.reclaims, new.epoch),
+            (old.failures, old.reclaims, old.epoch),
+            "a release counts nothing and keeps the epoch"
+        );
+        prop_assert_eq!(&new.error, &old.error);
+        prop_assert_eq!(new.attempts, old.attempts);
+        let released = matches!(
+            t.attempt,
+            Some(AttemptChange::End {
+                state: AttemptState::Released,
+                error: None,
+                ..
+            })
+        );
+        prop_assert!(released, "the attempt ends released: {:?}", t.attempt);
+        Ok(())
     }
 
     fn operator(&mut self, slot: usize, cancel: bool) -> Check {

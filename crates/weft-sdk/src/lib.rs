@@ -44,7 +44,9 @@
 //!   each third of the lease, and raises the task's cancellation signal
 //!   ([`TaskContext::cancelled`]) on a cancel or a lost lease.
 //! - **Shutdown** stops claiming, waits a grace period for running
-//!   handlers, and leaves the rest to lapse; see [`WorkerHandle::shutdown`].
+//!   handlers, then aborts the rest and releases their tasks (back in the
+//!   queue at once, no attempt used), as it releases any task a claim hands
+//!   it after shutdown began; see [`WorkerHandle::shutdown`].
 
 #![warn(missing_docs)]
 

@@ -1,6 +1,7 @@
-//! The SDK end to end, with no mocks: every scenario runs once over the
-//! direct SQLite store (in memory, with its engine) and once over HTTP
-//! against an in-process `weft-server` on the same kind of store.
+//! The SDK end to end: every scenario runs once over the direct SQLite store
+//! (in memory, with its engine) and once over HTTP against an in-process
+//! `weft-server` on the same kind of store. The one wrapper, `GatedClaims`,
+//! only holds a real claim's answer back, to stage the shutdown race.
 //!
 //! Method: handlers report what they see over channels; tests wait on those
 //! and on `Client::wait`, and read the store's attempts to check what was
@@ -16,8 +17,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use weft_core::{AttemptState, Backoff, State};
-use weft_sdk::{CancelReason, HttpTransport, ListQuery, Submit, TaskContext, WorkerError};
+use weft_core::{AttemptState, Backoff, Error, State};
+use weft_sdk::{
+    CancelReason, ExecutionView, HttpTransport, ListQuery, Submit, TaskContext, WorkerError,
+};
 
 use support::{eventually, Clock, Harness, Via, LEASE, PATIENCE};
 
@@ -259,13 +262,11 @@ pub async fn lease_lost_when_heartbeats_stop(via: Via) {
     let h = Harness::start(via, Clock::Manual).await;
     let (started_tx, mut started) = mpsc::channel(4);
     let (seen_tx, mut seen) = mpsc::channel(4);
-    // Claims without a long poll: a long poll still open on the server when
-    // the worker stops could take the re-queued execution below (it would
-    // lapse a lease later; see the SDK's shutdown docs), which is not what
-    // this test is about.
+    // Claims long-poll as usual: a poll still waiting when the worker stops
+    // ends with it and takes nothing (or releases what it took), so the
+    // re-queued execution below stays in the queue.
     let worker = h
         .worker()
-        .claim_wait(Duration::ZERO)
         .handler("slow", stalling_handler(started_tx, seen_tx))
         .build()
         .unwrap()
@@ -342,11 +343,10 @@ pub async fn concurrency_limit_is_respected(via: Via) {
 pub async fn shutdown_waits_for_running_handlers(via: Via) {
     let h = Harness::start(via, Clock::System).await;
     let (started_tx, mut started) = mpsc::channel::<()>(4);
-    // No long poll, so none is left open on the server to take `later`
-    // (see `lease_lost_when_heartbeats_stop`).
+    // With ten slots a long poll is open while the handler runs; shutdown
+    // ends it, so nothing is left waiting on the server to take `later`.
     let worker = h
         .worker()
-        .claim_wait(Duration::ZERO)
         .shutdown_grace(Duration::from_secs(10))
         .handler("finishing", move |_ctx: TaskContext| {
             let started = started_tx.clone();
@@ -362,7 +362,7 @@ pub async fn shutdown_waits_for_running_handlers(via: Via) {
     let id = h.client.submit(Submit::new("finishing")).await.unwrap().id;
     started.recv().await.unwrap();
     let metrics = worker.shutdown().await.unwrap();
-    assert_eq!((metrics.completed, metrics.abandoned), (1, 0));
+    assert_eq!((metrics.completed, metrics.released), (1, 0));
     let done = h.client.get(&id).await.unwrap();
     assert_eq!(done.state, State::Completed);
     // Stopped workers claim nothing more.
@@ -376,7 +376,7 @@ pub async fn shutdown_waits_for_running_handlers(via: Via) {
     h.stop().await;
 }
 
-pub async fn shutdown_abandons_handlers_past_the_grace(via: Via) {
+pub async fn shutdown_releases_handlers_past_the_grace(via: Via) {
     let h = Harness::start(via, Clock::System).await;
     let (started_tx, mut started) = mpsc::channel(4);
     let (seen_tx, mut seen) = mpsc::channel(4);
@@ -397,16 +397,79 @@ pub async fn shutdown_abandons_handlers_past_the_grace(via: Via) {
         stopping.elapsed()
     );
     assert_eq!(
-        (metrics.abandoned, metrics.completed, metrics.failed),
+        (metrics.released, metrics.completed, metrics.failed),
         (1, 0, 0)
     );
     // The handler saw why, unless the abort beat it to the channel.
     if let Ok((reason, _)) = seen.try_recv() {
         assert_eq!(reason, CancelReason::Shutdown);
     }
-    // Nothing was reported: the lease lapses and the engine re-queues it.
+    // Released, not failed and not left to lapse: back in the queue at
+    // once, its attempt counting against nothing.
     let view = h.client.get(&id).await.unwrap();
-    assert_eq!(view.state, State::Active);
+    assert_eq!(view.state, State::Waiting, "{view:?}");
+    assert_eq!(view.error, None);
+    let attempts = h.client.attempts(&id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].state, AttemptState::Released);
+    // Another worker takes it up and runs attempt 2.
+    let next = h.worker().handler("stuck", echo).build().unwrap().start();
+    let done = h.client.wait(&id, PATIENCE).await.unwrap();
+    assert_eq!(done.state, State::Completed, "{done:?}");
+    assert_eq!(
+        done.result.as_ref().map(|r| r["attempt"].clone()),
+        Some(json!(2))
+    );
+    next.shutdown().await.unwrap();
+    h.stop().await;
+}
+
+/// Sets its flag when dropped: shows that an aborted handler's future is gone.
+struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+pub async fn shutdown_aborts_deaf_handlers_then_releases(via: Via) {
+    let h = Harness::start(via, Clock::System).await;
+    let (started_tx, mut started) = mpsc::channel::<()>(4);
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&dropped);
+    let worker = h
+        .worker()
+        .shutdown_grace(Duration::from_millis(100))
+        .handler("deaf", move |_ctx: TaskContext| {
+            let (started, guard) = (started_tx.clone(), DropFlag(Arc::clone(&flag)));
+            async move {
+                let _guard = guard;
+                let _ = started.send(()).await;
+                // Never looks at its cancellation signal.
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(json!("too late"))
+            }
+        })
+        .build()
+        .unwrap()
+        .start();
+    let id = h.client.submit(Submit::new("deaf")).await.unwrap().id;
+    started.recv().await.unwrap();
+    let stopping = Instant::now();
+    let metrics = worker.shutdown().await.unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        stopping.elapsed()
+    );
+    // The handler was aborted (its future dropped) before its release.
+    assert!(dropped.load(Ordering::SeqCst), "the handler still runs");
+    assert_eq!((metrics.released, metrics.completed), (1, 0));
+    let view = h.client.get(&id).await.unwrap();
+    assert_eq!(view.state, State::Waiting, "{view:?}");
+    let attempts = h.client.attempts(&id).await.unwrap();
+    assert_eq!(attempts[0].state, AttemptState::Released);
     h.stop().await;
 }
 
@@ -529,6 +592,128 @@ async fn http_unreachable_server() {
     assert_eq!(metrics.claimed, 0);
 }
 
+/// A transport whose claims, once they have taken tasks, hold the answer
+/// until the test opens `gate`; it says `took` when they have.
+struct GatedClaims {
+    inner: weft_sdk::SharedTransport,
+    took: Arc<tokio::sync::Notify>,
+    gate: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl weft_sdk::Transport for GatedClaims {
+    async fn submit(&self, r: &weft_api::SubmitRequest) -> Result<weft_sdk::Submission, Error> {
+        self.inner.submit(r).await
+    }
+    async fn get(&self, id: &str) -> Result<ExecutionView, Error> {
+        self.inner.get(id).await
+    }
+    async fn list(&self, q: &ListQuery) -> Result<weft_api::Page<ExecutionView>, Error> {
+        self.inner.list(q).await
+    }
+    async fn cancel(&self, id: &str, reason: Option<&str>) -> Result<ExecutionView, Error> {
+        self.inner.cancel(id, reason).await
+    }
+    async fn replay(&self, id: &str) -> Result<ExecutionView, Error> {
+        self.inner.replay(id).await
+    }
+    async fn wait(&self, id: &str, timeout: Duration) -> Result<ExecutionView, Error> {
+        self.inner.wait(id, timeout).await
+    }
+    async fn lanes(&self) -> Result<Vec<weft_api::LaneView>, Error> {
+        self.inner.lanes().await
+    }
+    async fn attempts(&self, id: &str) -> Result<Vec<weft_api::AttemptView>, Error> {
+        self.inner.attempts(id).await
+    }
+    async fn claim(&self, r: &weft_api::ClaimRequest) -> Result<Vec<weft_api::TaskView>, Error> {
+        let tasks = self.inner.claim(r).await?;
+        if !tasks.is_empty() {
+            self.took.notify_one();
+            self.gate.notified().await;
+        }
+        Ok(tasks)
+    }
+    async fn heartbeat(
+        &self,
+        id: &str,
+        r: &weft_api::HeartbeatRequest,
+    ) -> Result<weft_api::HeartbeatResponse, Error> {
+        self.inner.heartbeat(id, r).await
+    }
+    async fn complete(
+        &self,
+        id: &str,
+        r: &weft_api::CompleteRequest,
+    ) -> Result<ExecutionView, Error> {
+        self.inner.complete(id, r).await
+    }
+    async fn fail(&self, id: &str, r: &weft_api::FailRequest) -> Result<ExecutionView, Error> {
+        self.inner.fail(id, r).await
+    }
+    async fn release(
+        &self,
+        id: &str,
+        r: &weft_api::ReleaseRequest,
+    ) -> Result<ExecutionView, Error> {
+        self.inner.release(id, r).await
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+/// A claim that answers just as shutdown begins (the long-poll race): its
+/// task is released unstarted, at once and without using an attempt.
+///
+/// On a single-threaded runtime the test opens the gate and starts the
+/// shutdown without yielding, so the worker sees both at once: the claim's
+/// answer and the stop.
+#[tokio::test(flavor = "current_thread")]
+async fn a_task_received_after_shutdown_began_is_released() {
+    let h = Harness::start(Via::Direct, Clock::Manual).await;
+    let (took, gate) = (Arc::default(), Arc::default());
+    let gated = GatedClaims {
+        inner: Arc::clone(&h.transport),
+        took: Arc::clone(&took),
+        gate: Arc::clone(&gate),
+    };
+    let ran = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&ran);
+    let gated: weft_sdk::SharedTransport = Arc::new(gated);
+    let worker = weft_sdk::Worker::builder(gated)
+        .lanes(["default"])
+        .lease(LEASE)
+        .handler("late", move |_ctx: TaskContext| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Ok(()) }
+        })
+        .build()
+        .unwrap()
+        .start();
+    let id = h.client.submit(Submit::new("late")).await.unwrap().id;
+    tokio::time::timeout(PATIENCE, took.notified())
+        .await
+        .unwrap();
+    gate.notify_one();
+    let metrics = worker.shutdown().await.unwrap();
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        0,
+        "the handler ran after shutdown"
+    );
+    assert_eq!(
+        (metrics.claimed, metrics.released, metrics.completed),
+        (1, 1, 0)
+    );
+    let view = h.client.get(&id).await.unwrap();
+    assert_eq!(view.state, State::Waiting, "{view:?}");
+    let attempts = h.client.attempts(&id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].state, AttemptState::Released);
+    h.stop().await;
+}
+
 /// Settings are checked when the worker is built, naming the setting.
 #[test]
 fn worker_settings_are_checked_at_build() {
@@ -603,7 +788,8 @@ macro_rules! all_scenarios {
             lease_lost_when_heartbeats_stop,
             concurrency_limit_is_respected,
             shutdown_waits_for_running_handlers,
-            shutdown_abandons_handlers_past_the_grace,
+            shutdown_releases_handlers_past_the_grace,
+            shutdown_aborts_deaf_handlers_then_releases,
             idempotent_submit_and_replay,
         );
     };

@@ -2,7 +2,8 @@
 //!
 //! Key operations: [`Server::new`] validates the config; [`Server::router`]
 //! builds the axum router (every route of the contract for executions,
-//! workers, lanes, health and metrics, plus the dashboard); [`Server::serve`]
+//! workers, lanes, health and metrics, plus `release` and the dashboard);
+//! [`Server::serve`]
 //! answers on a listener until a shutdown future resolves, then wakes every
 //! long-poll so it answers at once, stops accepting, and lets in-flight
 //! requests finish.
@@ -103,6 +104,7 @@ impl Server {
             .route("/v1/executions/{id}/heartbeat", post(workers::heartbeat))
             .route("/v1/executions/{id}/complete", post(workers::complete))
             .route("/v1/executions/{id}/fail", post(workers::fail))
+            .route("/v1/executions/{id}/release", post(workers::release))
             .route("/v1/claims", post(workers::claim))
             .fallback(ops::not_found)
             .method_not_allowed_fallback(ops::not_found);

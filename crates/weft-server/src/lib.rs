@@ -1,6 +1,7 @@
 //! Weft's HTTP API server: the routes of `shared/http-api.md` for
-//! executions, workers, lanes, health and metrics, bearer-token auth, request
-//! logging, and a small dashboard, over any [`weft_core::Store`].
+//! executions, workers, lanes, health and metrics (plus the additions listed
+//! below), bearer-token auth, request logging, and a small dashboard, over
+//! any [`weft_core::Store`].
 //!
 //! ```
 //! use std::sync::Arc;
@@ -51,6 +52,17 @@
 //!   the body limit is the payload limit plus
 //!   [`BODY_OVERHEAD_BYTES`] for the other fields; `wait_ms` and
 //!   `timeout_ms` over 60 000 are `400`, not clamped.
+//! - **Additions to the contract** (new routes and values only; nothing of
+//!   the contract changes):
+//!   - `POST /v1/executions/{id}/release` with `{"lease_id", "epoch"}`
+//!     ([`weft_api::ReleaseRequest`]): a worker that stops hands its task
+//!     back unfinished. `200` with the execution, `waiting` again at once;
+//!     the attempt ends `released`, and nothing counts against
+//!     `max_attempts` or `max_reclaims`. Fenced like `complete`: a stale,
+//!     forged or expired lease is `409 lease_lost`; the same release again
+//!     answers `200` with the execution as it is, until the execution is
+//!     claimed again (then `409 lease_lost`); an unknown id is `404`.
+//!   - The attempt state `released` in `GET /v1/executions/{id}/attempts`.
 //!
 //! ## Invariants
 //!
@@ -62,6 +74,11 @@
 //!   constant time.
 //! - A body is read in full (up to the limit plus a bounded drain) before any
 //!   answer, so a client still sending sees the status, not a reset.
+//! - A claim's tasks reach its client or are released: a client that goes
+//!   away while its claim is in the store (a long poll woken by work just as
+//!   its worker stops) leaves the claim to finish in its own task and hand
+//!   back what it took. Only an answer already on the wire when the
+//!   connection closes is lost; its lease lapses.
 //!
 //! ## Key operations
 //!

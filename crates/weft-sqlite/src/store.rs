@@ -15,8 +15,8 @@ use weft_core::machine::Command;
 use weft_core::{
     Attempt, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, Error, Execution,
     ExecutionId, FailParams, HeartbeatParams, HeartbeatReply, LaneDepth, ListParams, Page,
-    PartitionCount, PartitionId, PartitionOwner, RebalanceParams, Result, Store, StoreEvent,
-    SubmitParams, Submitted, Task, TickReport, LIST_LIMIT_MAX,
+    PartitionCount, PartitionId, PartitionOwner, RebalanceParams, ReleaseParams, Result, Store,
+    StoreEvent, SubmitParams, Submitted, Task, TickReport, LIST_LIMIT_MAX,
 };
 
 use crate::config::SqliteConfig;
@@ -139,6 +139,13 @@ impl Store for SqliteStore {
             lease: params.lease.clone(),
             error: params.error.clone(),
             retryable: params.retryable,
+        };
+        self.command(&params.execution_id, command).await
+    }
+
+    async fn execution_release(&self, params: &ReleaseParams) -> Result<Execution> {
+        let command = Command::Release {
+            lease: params.lease.clone(),
         };
         self.command(&params.execution_id, command).await
     }

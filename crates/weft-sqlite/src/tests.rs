@@ -12,7 +12,7 @@ use serde_json::json;
 use weft_core::{
     claim_across, AttemptState, CancelParams, ClaimParams, CompleteParams, ExecutionId,
     HeartbeatParams, LeaseRef, ListParams, MachineConfig, ManualClock, PartitionCount, PartitionId,
-    RebalanceParams, State, Store, StoreEvent, SubmitParams, Task,
+    RebalanceParams, ReleaseParams, State, Store, StoreEvent, SubmitParams, Task,
 };
 
 use crate::{SqliteConfig, SqliteStore, SCHEMA_VERSION};
@@ -545,6 +545,22 @@ async fn transitions_publish_ready_and_ended_events() {
         lane: "evt".into(),
     };
     assert_eq!(events.try_recv().unwrap(), ready);
+    // A release makes it claimable again, as a submit does; a repeated
+    // release changes nothing and says nothing.
+    let claim = claim_params(&["evt"], &[], 1, 30_000);
+    let tasks = store
+        .execution_claim(exec.id.partition(), &claim)
+        .await
+        .unwrap();
+    assert!(events.try_recv().is_err(), "a claim announces nothing");
+    let release = ReleaseParams {
+        execution_id: exec.id.clone(),
+        lease: lease_of(&tasks[0]),
+    };
+    store.execution_release(&release).await.unwrap();
+    assert_eq!(events.try_recv().unwrap(), ready);
+    store.execution_release(&release).await.unwrap();
+    assert!(events.try_recv().is_err());
     store
         .execution_cancel(&CancelParams {
             execution_id: exec.id.clone(),

@@ -195,7 +195,7 @@ local function fn_complete(keys, args)
     return failure
   end
   local epoch = tonumber(args[6])
-  if is_replay(e, args[5], epoch, '1') then
+  if is_replay(e, args[5], epoch, 'completed') then
     return ok('replayed', flat(e))
   end
   if args[8] == '1' then
@@ -208,9 +208,7 @@ local function fn_complete(keys, args)
   local before = snapshot(c, e)
   end_attempt(c, e, 'succeeded', nil)
   put(e, 'result', args[7])
-  put(e, 'ended_lease_id', args[5])
-  put(e, 'ended_lease_epoch', epoch)
-  put(e, 'ended_lease_completed', '1')
+  put_ended_lease(e, args[5], epoch, 'completed')
   finish(c, e, 'completed')
   commit(c, e, before)
   return ok('applied', flat(e))
@@ -226,7 +224,7 @@ local function fn_fail(keys, args)
     return failure
   end
   local epoch = tonumber(args[6])
-  if is_replay(e, args[5], epoch, '0') then
+  if is_replay(e, args[5], epoch, 'failed') then
     return ok('replayed', flat(e))
   end
   if args[9] == '1' then
@@ -238,11 +236,28 @@ local function fn_fail(keys, args)
   end
   local before = snapshot(c, e)
   end_attempt(c, e, 'failed', args[7])
-  put(e, 'ended_lease_id', args[5])
-  put(e, 'ended_lease_epoch', epoch)
-  put(e, 'ended_lease_completed', '0')
+  put_ended_lease(e, args[5], epoch, 'failed')
   retry_or_fail(c, e, args[7], args[8] == '1', false)
   commit(c, e, before)
+  return ok('applied', flat(e))
+end
+
+-- ARGV[4] id, [5] lease id, [6] epoch.
+local function fn_release(keys, args)
+  local c = ctx(keys, args, true)
+  local e, failure = load_arg(c, args)
+  if not e then
+    return failure
+  end
+  local epoch = tonumber(args[6])
+  if is_replay(e, args[5], epoch, 'released') then
+    return ok('replayed', flat(e))
+  end
+  local lost = check_lease(c, e, args[5], epoch)
+  if lost then
+    return err('lease_lost', lost)
+  end
+  release_one(c, e, args[5], epoch)
   return ok('applied', flat(e))
 end
 

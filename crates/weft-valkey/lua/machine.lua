@@ -74,10 +74,21 @@ local function check_lease(c, e, lease_id, epoch)
   return nil
 end
 
-local function is_replay(e, lease_id, epoch, completed)
+-- `is_replay`: a repeated write (`by` = 'completed', 'failed' or
+-- 'released') by the lease that ended the last attempt; a release replays
+-- only until the next claim moves the epoch on.
+local function is_replay(e, lease_id, epoch, by)
   return e.f.ended_lease_id == lease_id
     and num(e, 'ended_lease_epoch') == epoch
-    and e.f.ended_lease_completed == completed
+    and e.f.ended_lease_by == by
+    and (by ~= 'released' or num(e, 'epoch') == epoch)
+end
+
+-- Records the lease whose write (`by`) ended the attempt.
+local function put_ended_lease(e, lease_id, epoch, by)
+  put(e, 'ended_lease_id', lease_id)
+  put(e, 'ended_lease_epoch', epoch)
+  put(e, 'ended_lease_by', by)
 end
 
 local function claim_one(c, e, worker_id, lease_id, lease_ms)
@@ -103,6 +114,19 @@ local function claim_one(c, e, worker_id, lease_id, lease_ms)
   commit(c, e, before)
 end
 
+-- `release`: the attempt ends 'released' and the execution is waiting at
+-- once; failures, reclaims, the error and the epoch stay as they were.
+local function release_one(c, e, lease_id, epoch)
+  local before = snapshot(c, e)
+  end_attempt(c, e, 'released', nil)
+  put_ended_lease(e, lease_id, epoch, 'released')
+  put(e, 'state', 'waiting')
+  put(e, 'run_at_ms', nil)
+  put(e, 'ready_at_ms', c.now)
+  put(e, 'updated_at_ms', c.now)
+  commit(c, e, before)
+end
+
 local function cancel_one(c, e, reason)
   local before = snapshot(c, e)
   end_attempt(c, e, 'cancelled', nil)
@@ -121,7 +145,7 @@ local function replay_one(c, e)
   end
   put(e, 'ready_at_ms', c.now)
   put(e, 'updated_at_ms', c.now)
-  for _, k in ipairs({ 'ended_lease_id', 'ended_lease_epoch', 'ended_lease_completed' }) do
+  for _, k in ipairs({ 'ended_lease_id', 'ended_lease_epoch', 'ended_lease_by' }) do
     put(e, k, nil)
   end
   put(e, 'cancel_reason', nil)

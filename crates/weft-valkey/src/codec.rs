@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use redis::Value;
 use weft_core::{
-    Attempt, AttemptNumber, AttemptState, Backoff, EndedLease, Error, ErrorInfo, Execution,
-    ExecutionId, FlowId, Lease, LeaseEpoch, LeaseId, Result, State,
+    Attempt, AttemptNumber, AttemptState, Backoff, EndedBy, EndedLease, Error, ErrorInfo,
+    Execution, ExecutionId, FlowId, Lease, LeaseEpoch, LeaseId, Result, State,
 };
 
 /// The separator inside an attempt entry.
@@ -205,10 +205,11 @@ impl Row {
         let Some(id) = self.opt_text("ended_lease_id") else {
             return Ok(None);
         };
+        let by = self.text("ended_lease_by")?;
         Ok(Some(EndedLease {
             id: LeaseId(id),
             epoch: LeaseEpoch(self.num("ended_lease_epoch")?),
-            completed: self.text("ended_lease_completed")? == "1",
+            by: EndedBy::parse(&by).ok_or_else(|| bad(format!("ended_lease_by = {by:?}")))?,
         }))
     }
 

@@ -17,7 +17,8 @@ use weft_core::{Error, Result};
 
 macro_rules! library_version {
     () => {
-        "1"
+        // 2: `weft_release`; `ended_lease_completed` became `ended_lease_by`.
+        "2"
     };
 }
 

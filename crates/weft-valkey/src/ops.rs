@@ -15,8 +15,8 @@ use tokio::sync::broadcast;
 use weft_core::{
     Attempt, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, Error, Execution,
     ExecutionId, FailParams, HeartbeatParams, HeartbeatReply, LaneDepth, LeaseEpoch, ListParams,
-    Page, PartitionCount, PartitionId, PartitionOwner, RebalanceParams, Result, Store, StoreEvent,
-    SubmitParams, Submitted, Task, TickReport, LIST_LIMIT_MAX,
+    Page, PartitionCount, PartitionId, PartitionOwner, RebalanceParams, ReleaseParams, Result,
+    Store, StoreEvent, SubmitParams, Submitted, Task, TickReport, LIST_LIMIT_MAX,
 };
 
 use crate::codec;
@@ -314,6 +314,16 @@ impl Store for ValkeyStore {
             .arg(if params.retryable { "1" } else { "0" })
             .arg(if refused.is_some() { "1" } else { "0" });
         Self::execution_of(&self.run_on(&cmd, id, params.lease.epoch, refused).await?)
+    }
+
+    async fn execution_release(&self, params: &ReleaseParams) -> Result<Execution> {
+        let id = &params.execution_id;
+        self.check_id(id)?;
+        let mut cmd = self.call("weft_release", id.partition());
+        cmd.arg(id.as_str())
+            .arg(&params.lease.lease_id.0)
+            .arg(params.lease.epoch.0);
+        Self::execution_of(&self.run_on(&cmd, id, params.lease.epoch, None).await?)
     }
 
     async fn execution_cancel(&self, params: &CancelParams) -> Result<Execution> {

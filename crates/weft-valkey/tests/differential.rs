@@ -6,7 +6,7 @@
 //! order, tick counts, lane depths.
 //!
 //! Method: random operations (submit, duplicate submit, claim, heartbeat,
-//! complete, fail, cancel, replay; ticks after short real sleeps) are applied
+//! complete, fail, release, cancel, replay; ticks after short real sleeps) are applied
 //! to an in-memory SQLite store on the system clock and to Valkey, one after
 //! the other. Ids differ between the stores, so executions are named by
 //! submission order; every submit carries an idempotency key so it lands on
@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use weft_core::{
     Backoff, CancelParams, ClaimParams, CompleteParams, Error, ErrorInfo, Execution, ExecutionId,
-    FailParams, HeartbeatParams, LeaseRef, ListParams, PartitionCount, PartitionId, Result, Store,
-    SubmitParams, Task,
+    FailParams, HeartbeatParams, LeaseRef, ListParams, PartitionCount, PartitionId, ReleaseParams,
+    Result, Store, SubmitParams, Task,
 };
 use weft_sqlite::{SqliteConfig, SqliteStore};
 
@@ -116,7 +116,7 @@ impl Diff {
             e.run_at_ms.is_some(),
             e.deadline_at_ms.is_some(),
             e.finished_at_ms.is_some(),
-            e.ended_lease.as_ref().map(|l| (l.epoch.0, l.completed)),
+            e.ended_lease.as_ref().map(|l| (l.epoch.0, l.by)),
             e.priority,
             e.lane,
             e.requires,
@@ -388,6 +388,25 @@ impl Diff {
         self.check(format!("fail #{} retryable={retryable}", task.idx), s, v);
     }
 
+    async fn release(&mut self) {
+        let Some(task) = self.pick_task() else { return };
+        let params = |t: &Task| ReleaseParams {
+            execution_id: t.execution_id.clone(),
+            lease: LeaseRef {
+                lease_id: t.lease.id.clone(),
+                epoch: t.lease.epoch,
+            },
+        };
+        let s = self.sqlite.execution_release(&params(&task.sqlite)).await;
+        let v = self.valkey.execution_release(&params(&task.valkey)).await;
+        let (s, v) = (outcome(&s, |e| self.view(e)), outcome(&v, |e| self.view(e)));
+        self.check(
+            format!("release #{} e{}", task.idx, task.sqlite.lease.epoch.0),
+            s,
+            v,
+        );
+    }
+
     async fn cancel_or_replay(&mut self) {
         let ids = self.ids.clone();
         let Some((idx, (sid, vid))) = self.pick(&ids.into_iter().enumerate().collect::<Vec<_>>())
@@ -495,8 +514,9 @@ async fn step(diff: &mut Diff) {
         0..=24 => diff.submit().await,
         25..=49 => diff.claim().await,
         50..=59 => diff.heartbeat().await,
-        60..=74 => diff.complete().await,
-        75..=86 => diff.fail().await,
+        60..=71 => diff.complete().await,
+        72..=77 => diff.release().await,
+        78..=87 => diff.fail().await,
         _ => diff.cancel_or_replay().await,
     }
 }

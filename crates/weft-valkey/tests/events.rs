@@ -1,7 +1,8 @@
 //! Store events and due hints arrive over pub/sub.
 //!
-//! Goal: `Store::events` reports an execution becoming claimable and ending,
-//! and `Store::due_hints` an earlier timer, as the SQLite store does.
+//! Goal: `Store::events` reports an execution becoming claimable (submitted
+//! or released) and ending, and `Store::due_hints` an earlier timer, as the
+//! SQLite store does.
 //! Method: subscribe, act, and wait (bounded) for the message. The listener
 //! subscribes in the background after `connect`, so the first action is
 //! repeated until the subscription is known to be live.
@@ -11,7 +12,10 @@ mod common;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
-use weft_core::{ClaimParams, CompleteParams, LeaseRef, State, Store, StoreEvent, SubmitParams};
+use weft_core::{
+    ClaimParams, CompleteParams, LeaseRef, ReleaseParams, State, Store, StoreEvent, SubmitParams,
+    Task,
+};
 
 async fn next<T: Clone>(rx: &mut broadcast::Receiver<T>, wanted: impl Fn(&T) -> bool) -> Option<T> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
@@ -22,6 +26,29 @@ async fn next<T: Clone>(rx: &mut broadcast::Receiver<T>, wanted: impl Fn(&T) -> 
             Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => return None,
         }
     }
+}
+
+/// A release makes the task's execution claimable again, and says so as a
+/// submit does.
+async fn release_is_ready(
+    store: &weft_valkey::ValkeyStore,
+    events: &mut broadcast::Receiver<StoreEvent>,
+    task: &Task,
+) {
+    let release = ReleaseParams {
+        execution_id: task.execution_id.clone(),
+        lease: LeaseRef {
+            lease_id: task.lease.id.clone(),
+            epoch: task.lease.epoch,
+        },
+    };
+    store.execution_release(&release).await.expect("release");
+    let ready = next(events, |e| {
+        matches!(e, StoreEvent::Ready { partition, lane }
+            if *partition == task.execution_id.partition() && lane == "ev")
+    })
+    .await;
+    assert!(ready.is_some(), "a Ready event after a release");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,14 +89,20 @@ async fn ready_and_ended_events_are_published() {
         max: 1,
         lease_ms: 30_000,
     };
-    let task = store
+    let first = store
         .execution_claim(exec.id.partition(), &claim)
         .await
         .expect("claim")
         .remove(0);
     // The partition had no timer, so the lease's expiry is announced.
     let hint = next(&mut hints, |h| h.partition == exec.id.partition()).await;
-    assert_eq!(hint.map(|h| h.due_ms), Some(task.lease.expires_at_ms));
+    assert_eq!(hint.map(|h| h.due_ms), Some(first.lease.expires_at_ms));
+    release_is_ready(&store, &mut events, &first).await;
+    let task = store
+        .execution_claim(exec.id.partition(), &claim)
+        .await
+        .expect("claim again")
+        .remove(0);
     let lease = LeaseRef {
         lease_id: task.lease.id.clone(),
         epoch: task.lease.epoch,

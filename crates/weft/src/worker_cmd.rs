@@ -19,8 +19,9 @@
 //!   period ends, the whole process group is killed (`SIGKILL`).
 //!
 //! On SIGTERM or Ctrl-C the worker stops claiming, lets running commands
-//! finish for `--shutdown-grace-ms`, then kills the rest and exits; their
-//! leases lapse and Weft runs them again.
+//! finish for `--shutdown-grace-ms`, then kills the rest (their process
+//! groups, before anything else) and releases their tasks, which are
+//! claimable again at once without using an attempt; then it exits.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
@@ -111,13 +112,13 @@ pub async fn run(args: WorkerArgs) -> Result<(), String> {
         .map_err(|e| describe(&e))?;
     println!(
         "worker stopped: {} claimed, {} completed, {} failed, {} lease lost, {} cancelled, \
-         {} abandoned",
+         {} released",
         metrics.claimed,
         metrics.completed,
         metrics.failed,
         metrics.lease_lost,
         metrics.cancelled,
-        metrics.abandoned
+        metrics.released
     );
     Ok(())
 }

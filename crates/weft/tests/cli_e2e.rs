@@ -3,7 +3,8 @@
 //! lanes and attempts print what they should (tables and `--json`), a
 //! shell-command worker completes and fails executions per its exit-code
 //! contract, errors say what to fix and exit non-zero, and SIGTERM stops the
-//! worker cleanly.
+//! worker cleanly (killing the commands still running past the grace period,
+//! then releasing their tasks).
 //!
 //! Method: start `weft dev` on a free loopback port with a temporary data
 //! directory, run every other command as its own `weft` process with
@@ -316,6 +317,66 @@ fn await_state(s: &str, id: &str, state: &str) -> Value {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The `state`s of an execution's attempts, oldest first.
+fn attempt_states(s: &str, id: &str) -> Vec<String> {
+    let attempts = ok_json(s, &["attempts", id]);
+    attempts["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|a| a["state"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn a_stopped_exec_worker_kills_its_command_and_releases_the_task() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (dev, server) = start_dev(data.path());
+    let s = server.as_str();
+    // One attempt only: a release must not use it up.
+    let submitted = ok_json(
+        s,
+        &["submit", "slow", "--lane", "stop", "--max-attempts", "1"],
+    );
+    let id = submitted["id"].as_str().expect("id").to_owned();
+    let marker = data.path().join("ran-to-the-end");
+    let command = format!("sleep 2; touch '{}'", marker.display());
+    let worker = spawn(weft(
+        s,
+        &[
+            "worker",
+            "--lane",
+            "stop",
+            "--shutdown-grace-ms",
+            "100",
+            "--exec",
+            &command,
+        ],
+    ));
+    await_state(s, &id, "active");
+    let started = Instant::now();
+    worker.terminate();
+    // Handed back at once, not one lease (30 s) later, and for free.
+    let back = ok_json(s, &["get", &id]);
+    assert_eq!(back["state"], "waiting", "{back}");
+    assert_eq!(attempt_states(s, &id), ["released"]);
+    // The command was killed before the release: it never ran to its end.
+    std::thread::sleep(
+        (started + Duration::from_secs(3)).saturating_duration_since(Instant::now()),
+    );
+    assert!(!marker.exists(), "the command outlived its worker");
+
+    let rescuer = spawn(weft(
+        s,
+        &["worker", "--lane", "stop", "--exec", "echo '\"done\"'"],
+    ));
+    let done = await_state(s, &id, "completed");
+    assert_eq!(done["result"], json!("done"));
+    assert_eq!(attempt_states(s, &id), ["released", "succeeded"]);
+    rescuer.terminate();
+    dev.terminate();
 }
 
 #[test]

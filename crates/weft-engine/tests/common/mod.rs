@@ -15,8 +15,8 @@ use tokio::sync::broadcast;
 use weft_core::{
     Attempt, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, Error, Execution,
     ExecutionId, FailParams, HeartbeatParams, HeartbeatReply, LaneDepth, ListParams, Page,
-    PartitionCount, PartitionId, PartitionOwner, RebalanceParams, Result, Store, SubmitParams,
-    Submitted, Task, TickReport,
+    PartitionCount, PartitionId, PartitionOwner, RebalanceParams, ReleaseParams, Result, Store,
+    SubmitParams, Submitted, Task, TickReport,
 };
 use weft_engine::EngineConfig;
 use weft_sqlite::{SqliteConfig, SqliteStore};
@@ -140,6 +140,10 @@ impl Store for CountingStore {
     async fn execution_fail(&self, params: &FailParams) -> Result<Execution> {
         self.count("execution_fail");
         self.inner.execution_fail(params).await
+    }
+    async fn execution_release(&self, params: &ReleaseParams) -> Result<Execution> {
+        self.count("execution_release");
+        self.inner.execution_release(params).await
     }
     async fn execution_cancel(&self, params: &CancelParams) -> Result<Execution> {
         self.count("execution_cancel");

@@ -8,22 +8,26 @@
 //!
 //! Invariants: a listener subscribes before its first read, so an event sent
 //! between that read and the sleep still wakes it; no loop runs past its
-//! deadline by more than one store call.
+//! deadline by more than one store call. Each claim sweep runs in a task of
+//! its own, so a caller that drops `claim` mid-sweep (a worker shutting
+//! down) strands nothing: the sweep finishes and releases what it took.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use weft_api::{
     lease_ref, time, AttemptView, ClaimRequest, CompleteRequest, ExecutionView, FailRequest,
-    HeartbeatRequest, HeartbeatResponse, LaneView, Page, SubmitRequest, TaskView,
+    HeartbeatRequest, HeartbeatResponse, LaneView, Page, ReleaseRequest, SubmitRequest, TaskView,
     CLAIM_WAIT_MS_MAX,
 };
 use weft_core::{
-    claim_across, CancelParams, ClaimParams, CompleteParams, Error, ErrorInfo, ExecutionId,
-    FailParams, HeartbeatParams, ListParams, Result, Store, StoreEvent,
+    claim_across, release_claimed, CancelParams, ClaimParams, CompleteParams, Error, ErrorInfo,
+    ExecutionId, FailParams, HeartbeatParams, ListParams, PartitionId, ReleaseParams, Result,
+    Store, StoreEvent, Task,
 };
 
 use super::{ListQuery, Submission, Transport, LIST_LIMIT_DEFAULT};
@@ -107,6 +111,32 @@ async fn sleep_on(events: &mut Events, until: Instant, wake: impl Fn(&StoreEvent
             }
         }
     }
+}
+
+/// One sweep of every partition from `start`, in a task of its own: if the
+/// caller stops waiting (drops `claim`), the sweep still finishes, and what
+/// it took is released rather than left leased to nobody until it lapses.
+async fn sweep_detached(
+    store: &Arc<dyn Store>,
+    params: &ClaimParams,
+    start: PartitionId,
+) -> Result<Vec<Task>> {
+    let (store, params) = (Arc::clone(store), params.clone());
+    let (answer, answered) = oneshot::channel();
+    tokio::spawn(async move {
+        let claimed = claim_across(store.as_ref(), &params, start).await;
+        if let Err(Ok(tasks)) = answer.send(claimed) {
+            for (execution_id, error) in release_claimed(store.as_ref(), &tasks).await {
+                tracing::warn!(
+                    %execution_id, %error,
+                    "could not release a task nobody waited for; its lease will lapse"
+                );
+            }
+        }
+    });
+    answered
+        .await
+        .map_err(|_| Error::Internal("the claim task ended without an answer".into()))?
 }
 
 fn millis(ms: i64) -> Duration {
@@ -210,7 +240,7 @@ impl Transport for DirectTransport {
         let mut events = self.store.events();
         loop {
             let start = self.store.partition_count().random();
-            let tasks = claim_across(self.store.as_ref(), &params, start).await?;
+            let tasks = sweep_detached(&self.store, &params, start).await?;
             if !tasks.is_empty() || Instant::now() >= deadline {
                 return Ok(tasks.iter().map(TaskView::from).collect());
             }
@@ -259,6 +289,15 @@ impl Transport for DirectTransport {
             retryable: request.error.retryable.unwrap_or(true),
         };
         let execution = self.store.execution_fail(&params).await?;
+        Ok(ExecutionView::from(&execution))
+    }
+
+    async fn release(&self, id: &str, request: &ReleaseRequest) -> Result<ExecutionView> {
+        let params = ReleaseParams {
+            execution_id: parse_id(id)?,
+            lease: lease_ref(&request.lease_id, request.epoch),
+        };
+        let execution = self.store.execution_release(&params).await?;
         Ok(ExecutionView::from(&execution))
     }
 

@@ -21,7 +21,7 @@ use serde::Serialize;
 use weft_api::{
     AttemptView, CancelRequest, ClaimRequest, ClaimResponse, CompleteRequest, ErrorBody,
     ExecutionView, FailRequest, HeartbeatRequest, HeartbeatResponse, Items, LaneView, Page,
-    SubmitRequest, TaskView, WAIT_TIMEOUT_MS_MAX,
+    ReleaseRequest, SubmitRequest, TaskView, WAIT_TIMEOUT_MS_MAX,
 };
 use weft_core::{Error, Result};
 
@@ -445,6 +445,14 @@ impl Transport for HttpTransport {
 
     async fn fail(&self, id: &str, request: &FailRequest) -> Result<ExecutionView> {
         let url = self.url(&["v1", "executions", id, "fail"]);
+        Ok(self
+            .post_json(url, request, Some(id), Duration::ZERO)
+            .await?
+            .1)
+    }
+
+    async fn release(&self, id: &str, request: &ReleaseRequest) -> Result<ExecutionView> {
+        let url = self.url(&["v1", "executions", id, "release"]);
         Ok(self
             .post_json(url, request, Some(id), Duration::ZERO)
             .await?

@@ -10,7 +10,10 @@
 //!
 //! Invariants: `claim` waits at most `wait_ms` for a first task and `wait`
 //! at most its timeout (plus one round trip); neither polls faster than the
-//! transport's fallback interval.
+//! transport's fallback interval. Dropping a `claim` future never strands a
+//! task the store granted meanwhile: the direct transport releases it, and
+//! over HTTP the server does (except for an answer already on its way when
+//! the connection closed, whose lease lapses).
 
 mod direct;
 mod http;
@@ -22,7 +25,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use weft_api::{
     AttemptView, ClaimRequest, CompleteRequest, ExecutionView, FailRequest, HeartbeatRequest,
-    HeartbeatResponse, LaneView, Page, SubmitRequest, TaskView,
+    HeartbeatResponse, LaneView, Page, ReleaseRequest, SubmitRequest, TaskView,
 };
 use weft_core::{Result, State};
 
@@ -91,7 +94,9 @@ pub trait Transport: Send + Sync + 'static {
     async fn attempts(&self, id: &str) -> Result<Vec<AttemptView>>;
 
     /// Claims up to `request.max` tasks, waiting up to `request.wait_ms` for
-    /// the first one.
+    /// the first one. Dropping the future before it answers gives back, by
+    /// release, whatever the store granted in the meantime (see the module
+    /// docs for the one exception over HTTP).
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<TaskView>>;
 
     /// Extends a lease; says whether a cancel was requested.
@@ -102,6 +107,11 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Ends the attempt with an error.
     async fn fail(&self, id: &str, request: &FailRequest) -> Result<ExecutionView>;
+
+    /// Hands the attempt back unfinished (`POST /v1/executions/{id}/release`,
+    /// an addition to the contract): the execution is `waiting` again at
+    /// once, and nothing counts against its attempts.
+    async fn release(&self, id: &str, request: &ReleaseRequest) -> Result<ExecutionView>;
 
     /// Where this transport points, for messages (`http://…`, `direct store`).
     fn describe(&self) -> String;

@@ -21,7 +21,8 @@ pub const CONCURRENCY_MAX: u32 = 10_000;
 pub const LEASE_DEFAULT: Duration = Duration::from_millis(LEASE_MS_DEFAULT.unsigned_abs());
 /// How long an idle worker's claim waits for work before asking again.
 pub const CLAIM_WAIT_DEFAULT: Duration = Duration::from_secs(20);
-/// How long shutdown waits for running handlers before abandoning them.
+/// How long shutdown waits for running handlers before aborting them and
+/// releasing their tasks.
 pub const SHUTDOWN_GRACE_DEFAULT: Duration = Duration::from_secs(30);
 
 /// A worker's settings, checked.

@@ -24,7 +24,10 @@ pub enum CancelReason {
     /// The worker's lease lapsed or was taken over: another worker may
     /// already run this execution, so nothing this one writes will count.
     LeaseLost,
-    /// The worker is shutting down and the grace period ran out.
+    /// The worker is shutting down and the grace period ran out: the
+    /// handler is aborted at its next `.await`, and the task is released
+    /// (handed back to the queue, costing no attempt). An error the handler
+    /// returns from now on is not reported; a result still is.
     Shutdown,
 }
 

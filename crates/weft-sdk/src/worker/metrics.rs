@@ -19,8 +19,11 @@ pub struct WorkerMetrics {
     pub lease_lost: u64,
     /// Tasks whose execution was cancelled while they ran.
     pub cancelled: u64,
-    /// Tasks left to lapse at shutdown when the grace period ran out.
-    pub abandoned: u64,
+    /// Tasks handed back with `release` (the store accepted it): running
+    /// when shutdown's grace period ran out, received after shutdown began,
+    /// or sent by a claim beyond what it asked for. Their attempts end
+    /// `released` and count against nothing.
+    pub released: u64,
     /// Handlers running now.
     pub in_flight: u64,
 }
@@ -34,7 +37,7 @@ pub(crate) struct Counters {
     pub(crate) panicked: AtomicU64,
     pub(crate) lease_lost: AtomicU64,
     pub(crate) cancelled: AtomicU64,
-    pub(crate) abandoned: AtomicU64,
+    pub(crate) released: AtomicU64,
 }
 
 /// Adds `n` to a counter.
@@ -52,7 +55,7 @@ impl Counters {
             panicked: read(&self.panicked),
             lease_lost: read(&self.lease_lost),
             cancelled: read(&self.cancelled),
-            abandoned: read(&self.abandoned),
+            released: read(&self.released),
             in_flight,
         }
     }

@@ -18,6 +18,10 @@
 //!   when a read shows the execution was cancelled), when heartbeats fail
 //!   until the lease must have lapsed (`LeaseLost`), or when shutdown's
 //!   grace runs out (`Shutdown`).
+//! - **Release**: handing a task back unfinished (`Transport::release`); the
+//!   execution is `waiting` again at once and the attempt, ended
+//!   `released`, counts against nothing. A stopping worker releases what it
+//!   will not finish rather than leave it to lapse.
 //!
 //! # Invariants
 //!
@@ -25,7 +29,10 @@
 //!   than free slots.
 //! - Every loop and wait is bounded: claims by `claim_wait`, heartbeats by
 //!   the interval, retries of a report by the lease, shutdown by the grace
-//!   period (plus `ABORT_WAIT` for handlers to unwind).
+//!   period (plus `ABORT_WAIT` for handlers to unwind and
+//!   `RELEASE_WAIT_MAX` for their releases).
+//! - A task is released only once its handler has stopped: another worker
+//!   may claim it at once, and two handlers must not run it side by side.
 //! - A handler panic is caught (the handler runs in its own tokio task) and
 //!   fails the attempt retryably; it never stops the worker.
 //!
@@ -35,17 +42,22 @@
 //! future) stops claiming at once and waits up to `shutdown_grace` for the
 //! running handlers, heartbeating them meanwhile and reporting each
 //! outcome. Handlers still running when the grace period ends see
-//! [`CancelReason::Shutdown`] and are aborted; the worker reports nothing
-//! for them and stops heartbeating, so their leases lapse and the engine
-//! re-queues them (the lost lease counts as a failed attempt, as a crash
-//! would). A claim in flight when shutdown starts is dropped; a task the
-//! server granted at that very moment lapses the same way.
+//! [`CancelReason::Shutdown`] and are aborted; once a handler's task has
+//! ended (within `ABORT_WAIT`) the worker releases its task, so it is
+//! claimable again at once and the attempt costs nothing. A claim that
+//! answers after shutdown began has its tasks released unstarted. A claim
+//! still waiting is dropped, which ends the long poll; a task the store
+//! grants in that moment is released by the transport (in process) or by
+//! the server (over HTTP). Only an answer already on the wire when the
+//! connection closes is lost: that task lapses one lease later, costing an
+//! attempt as a crash would.
 
 mod builder;
 mod context;
 mod error;
 mod heartbeat;
 mod metrics;
+mod release;
 mod task;
 
 use std::collections::HashMap;
@@ -72,6 +84,7 @@ pub use metrics::WorkerMetrics;
 use builder::WorkerConfig;
 use context::CancelSignal;
 use metrics::{bump, Counters};
+use release::{release_unstarted, RELEASE_WAIT_MAX};
 
 use crate::transport::SharedTransport;
 
@@ -112,6 +125,9 @@ struct Shared {
     /// Running tasks by lease id (an execution re-claimed by this worker
     /// after a lapse has a new lease, so two attempts never collide).
     in_flight: Mutex<HashMap<String, InFlight>>,
+    /// Set once shutdown's grace period has run out: each runner then
+    /// aborts its handler and releases its task.
+    grace_over: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -160,12 +176,13 @@ impl Shared {
             entry.heartbeating = false;
         }
         if signal.raise(reason) {
-            let counter = match reason {
-                CancelReason::Cancelled => &self.counters.cancelled,
-                CancelReason::LeaseLost => &self.counters.lease_lost,
-                CancelReason::Shutdown => &self.counters.abandoned,
-            };
-            bump(counter, 1);
+            match reason {
+                CancelReason::Cancelled => bump(&self.counters.cancelled, 1),
+                CancelReason::LeaseLost => bump(&self.counters.lease_lost, 1),
+                // Raised by `drain`, not here; a release is counted when the
+                // store accepts it.
+                CancelReason::Shutdown => {}
+            }
         }
     }
 
@@ -216,6 +233,7 @@ impl Worker {
                 counters: Counters::default(),
                 slots,
                 in_flight: Mutex::new(HashMap::new()),
+                grace_over: watch::Sender::new(false),
             },
         }
     }
@@ -304,19 +322,29 @@ impl WorkerHandle {
     }
 
     /// Stops claiming, waits up to the grace period for running handlers
-    /// (reporting their outcomes), abandons the rest to lapse, and returns
-    /// the final counters.
+    /// (reporting their outcomes), hands the rest back with a release, and
+    /// returns the final counters.
     ///
     /// In detail: claiming stops at once. Running handlers get up to
     /// [`WorkerBuilder::shutdown_grace`] to finish; they are heartbeated
     /// meanwhile and their outcomes reported as usual. Handlers still running
     /// when the grace period ends see [`CancelReason::Shutdown`] and are
-    /// aborted (at their next `.await`); the worker reports nothing for them
-    /// and stops heartbeating, so their leases lapse and the engine re-queues
-    /// them about one lease later, counting a lost lease against
-    /// `max_attempts` as a crash would. A claim in flight when shutdown
-    /// starts is dropped; a task the server grants in that same moment
-    /// lapses the same way.
+    /// aborted (at their next `.await`); as soon as each has stopped, its
+    /// task is released: `waiting` again at once, its attempt ended
+    /// `released`, nothing counted against `max_attempts` (see
+    /// [`WorkerMetrics::released`]). A handler that returns an error once
+    /// told to stop is released the same way (a result it returns is still
+    /// reported). A handler that does not stop within a second (blocking
+    /// code cannot be aborted) is not released, since another worker could
+    /// then run it alongside; its lease lapses.
+    ///
+    /// A claim that answers after shutdown began has its tasks released
+    /// without running them. A claim still waiting is dropped, ending its
+    /// long poll; a task the store grants in that same moment is released
+    /// for this worker by the transport or the server, except an answer
+    /// already on the wire as the connection closes, which lapses one lease
+    /// later. Shutdown takes at most the grace period plus about six seconds
+    /// (handlers unwinding, releases answering).
     ///
     /// # Errors
     ///
@@ -404,11 +432,17 @@ async fn claim_loop(
         let request = shared.claim_request(max);
         let claim_started = Instant::now();
         let claimed = tokio::select! {
+            // An answer that is ready wins over a stop that is too, so the
+            // tasks granted in that moment are released, not dropped.
             biased;
-            () = stopped(stop) => return Ok(()),
             claimed = shared.transport.claim(&request) => claimed,
+            () = stopped(stop) => return Ok(()),
         };
         match claimed {
+            Ok(batch) if !batch.is_empty() && *stop.borrow() => {
+                release_after_stop(shared, tasks, batch);
+                return Ok(());
+            }
             Ok(batch) if batch.is_empty() => {
                 failures = 0;
                 drop(permit);
@@ -440,6 +474,20 @@ async fn claim_loop(
     }
 }
 
+/// Tasks a claim answered with after shutdown began: released unstarted,
+/// in the background (`drain` waits for it).
+fn release_after_stop(shared: &Arc<Shared>, tasks: &mut JoinSet<()>, batch: Vec<TaskView>) {
+    bump(
+        &shared.counters.claimed,
+        u64::try_from(batch.len()).unwrap_or(u64::MAX),
+    );
+    tracing::info!(
+        count = batch.len(),
+        "a claim answered after shutdown began; releasing its tasks"
+    );
+    tasks.spawn(release_unstarted(Arc::clone(shared), batch));
+}
+
 fn spawn_batch(
     shared: &Arc<Shared>,
     tasks: &mut JoinSet<()>,
@@ -450,15 +498,16 @@ fn spawn_batch(
         &shared.counters.claimed,
         u64::try_from(batch.len()).unwrap_or(u64::MAX),
     );
+    let mut extra = Vec::new();
     for task in batch {
         // The claim asked for as many tasks as the permit holds; a server
-        // that sends more gets the extra ones back by lapse.
+        // that sends more gets the extra ones back by release.
         let Some(slot) = permit.split(1) else {
             tracing::warn!(
                 execution_id = %task.execution_id,
-                "claim returned more tasks than asked; leaving it to lapse"
+                "claim returned more tasks than asked; releasing it"
             );
-            bump(&shared.counters.abandoned, 1);
+            extra.push(task);
             continue;
         };
         let signal = CancelSignal::new();
@@ -474,31 +523,43 @@ fn spawn_batch(
         );
         tasks.spawn(task::run(Arc::clone(shared), task, signal, slot));
     }
+    if !extra.is_empty() {
+        tasks.spawn(release_unstarted(Arc::clone(shared), extra));
+    }
 }
 
-/// Waits up to the grace period for running tasks, then abandons the rest.
+/// Waits up to the grace period for running tasks; then raises `Shutdown`
+/// on the rest and lets each runner abort its handler and release its task
+/// (see `task::run`), within `ABORT_WAIT + RELEASE_WAIT_MAX`.
 async fn drain(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) {
     let grace = shared.config.shutdown_grace;
     let all_done = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(grace, all_done).await.is_ok() {
         return;
     }
-    let abandoned: Vec<(String, CancelSignal)> = shared
+    let running: Vec<CancelSignal> = shared
         .in_flight()
-        .iter()
-        .map(|(lease_id, entry)| (lease_id.clone(), entry.signal.clone()))
+        .values()
+        .map(|entry| entry.signal.clone())
         .collect();
-    for (lease_id, signal) in &abandoned {
-        shared.lose(lease_id, signal, CancelReason::Shutdown);
+    for signal in &running {
+        signal.raise(CancelReason::Shutdown);
     }
     tracing::warn!(
-        count = abandoned.len(),
-        "shutdown grace ran out; abandoning running tasks to lapse"
+        count = running.len(),
+        "shutdown grace ran out; stopping the running handlers and releasing their tasks"
     );
-    tasks.abort_all();
-    // Aborted tasks end at their next await; one stuck in blocking code
-    // cannot be stopped from here, so the wait is bounded.
-    let unwound = async { while tasks.join_next().await.is_some() {} };
-    let _ = tokio::time::timeout(ABORT_WAIT, unwound).await;
+    shared.grace_over.send_replace(true);
+    let handed_back = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(ABORT_WAIT + RELEASE_WAIT_MAX, handed_back)
+        .await
+        .is_err()
+    {
+        // Runners still reporting or releasing by now will not finish in a
+        // useful time; their leases lapse.
+        tasks.abort_all();
+        let unwound = async { while tasks.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(ABORT_WAIT, unwound).await;
+    }
     shared.in_flight().clear();
 }

@@ -1,9 +1,13 @@
-//! Running one task: call its handler, catch a panic, report the outcome.
+//! Running one task: call its handler, catch a panic, report the outcome;
+//! or, when shutdown's grace runs out first, stop the handler and release.
 //!
 //! Definitions: the handler runs in its own tokio task, so a panic ends that
 //! task only and reaches us as a `JoinError`. The report (complete or fail)
 //! is retried on `unavailable` until the lease must have lapsed; after that
-//! nothing this worker writes can count.
+//! nothing this worker writes can count. When the worker's `grace_over`
+//! flag rises, the handler's task is aborted and awaited (bounded by
+//! `ABORT_WAIT`) so that whatever it holds (a child process, a connection)
+//! is let go before the task is released to another worker.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +21,8 @@ use weft_core::Error;
 
 use super::context::CancelSignal;
 use super::metrics::bump;
-use super::{CancelReason, Shared, TaskContext, WorkerError};
+use super::release::release_one;
+use super::{stopped, CancelReason, Shared, TaskContext, WorkerError, ABORT_WAIT};
 
 /// Bounds of the pause between tries of a report; it doubles per try.
 const REPORT_RETRY_MIN: Duration = Duration::from_millis(50);
@@ -33,32 +38,44 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Runs one claimed task to its reported end; `_slot` frees a concurrency
-/// slot when dropped.
+/// How a handler's run ended.
+enum Invoked {
+    /// It returned (or panicked): report the outcome.
+    Finished(Result<Value, WorkerError>),
+    /// Shutdown's grace ran out and it was aborted; `unwound` says whether
+    /// its task has ended (it may be stuck in blocking code).
+    Stopped { unwound: bool },
+}
+
+/// Runs one claimed task to its reported (or released) end; `_slot` frees a
+/// concurrency slot when dropped.
 pub(super) async fn run(
     shared: Arc<Shared>,
     task: TaskView,
     signal: CancelSignal,
     _slot: OwnedSemaphorePermit,
 ) {
-    let outcome = invoke(&shared, &task, &signal).await;
-    report(&shared, &task, &signal, outcome).await;
+    match invoke(&shared, &task, &signal).await {
+        // An error after shutdown told the handler to stop is most likely
+        // its answer to being told: not a failure to report.
+        Invoked::Finished(Err(_)) if signal.reason() == Some(CancelReason::Shutdown) => {
+            hand_back(&shared, &task, &signal, true).await;
+        }
+        Invoked::Finished(outcome) => report(&shared, &task, &signal, outcome).await,
+        Invoked::Stopped { unwound } => hand_back(&shared, &task, &signal, unwound).await,
+    }
     shared.in_flight().remove(&task.lease.id);
 }
 
-async fn invoke(
-    shared: &Arc<Shared>,
-    task: &TaskView,
-    signal: &CancelSignal,
-) -> Result<Value, WorkerError> {
+async fn invoke(shared: &Arc<Shared>, task: &TaskView, signal: &CancelSignal) -> Invoked {
     let Some(handler) = shared.handler_for(&task.kind) else {
-        return Err(WorkerError::permanent(format!(
+        return Invoked::Finished(Err(WorkerError::permanent(format!(
             "no handler for kind {:?} on worker {} (it handles: {})",
             task.kind,
             shared.config.worker_id,
             shared.kinds().join(", ")
         ))
-        .with_kind("no_handler"));
+        .with_kind("no_handler")));
     };
     let ctx = TaskContext::new(
         task.clone(),
@@ -66,7 +83,14 @@ async fn invoke(
         signal.clone(),
     );
     let mut running = AbortOnDrop(tokio::spawn(async move { handler(ctx).await }));
-    match (&mut running.0).await {
+    let mut grace_over = shared.grace_over.subscribe();
+    let joined = tokio::select! {
+        // A handler that has finished reports, even at the last moment.
+        biased;
+        joined = &mut running.0 => joined,
+        () = stopped(&mut grace_over) => return stop_handler(&mut running).await,
+    };
+    Invoked::Finished(match joined {
         Ok(outcome) => outcome,
         Err(e) if e.is_panic() => {
             bump(&shared.counters.panicked, 1);
@@ -75,7 +99,39 @@ async fn invoke(
             Err(WorkerError::new(format!("the handler panicked: {message}")).with_kind("panic"))
         }
         Err(e) => Err(WorkerError::new(format!("the handler was stopped: {e}"))),
+    })
+}
+
+/// Aborts the handler and waits, up to `ABORT_WAIT`, for its task to end
+/// (tokio drops an aborted task's future before its handle resolves). A
+/// result that arrived in the meantime is still reported.
+async fn stop_handler(running: &mut AbortOnDrop) -> Invoked {
+    running.0.abort();
+    match tokio::time::timeout(ABORT_WAIT, &mut running.0).await {
+        Ok(Ok(Ok(value))) => Invoked::Finished(Ok(value)),
+        Ok(_) => Invoked::Stopped { unwound: true },
+        Err(_elapsed) => Invoked::Stopped { unwound: false },
     }
+}
+
+/// After shutdown stopped the handler: releases the task, so it is claimable
+/// again at once and the attempt costs nothing. Not when its lease is known
+/// lost (there is nothing to hand back), nor while the handler may still be
+/// running (another worker would run it alongside); those lapse.
+async fn hand_back(shared: &Shared, task: &TaskView, signal: &CancelSignal, unwound: bool) {
+    let id = task.execution_id.as_str();
+    if signal.reason() != Some(CancelReason::Shutdown) {
+        tracing::debug!(execution_id = %id, "stopped at shutdown; its lease was already lost");
+        return;
+    }
+    if !unwound {
+        tracing::warn!(
+            execution_id = %id,
+            "the handler did not stop when aborted (blocking code?); leaving its lease to lapse"
+        );
+        return;
+    }
+    release_one(shared, task).await;
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

@@ -1,18 +1,21 @@
 //! Worker routes: the long-poll claim and the fenced writes (heartbeat,
-//! complete, fail).
+//! complete, fail, and release, an addition to the contract).
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::Json;
+use tokio::sync::oneshot;
 use weft_api::{
     lease_ref, time, ClaimRequest, ClaimResponse, CompleteRequest, ExecutionView, FailRequest,
-    HeartbeatRequest, HeartbeatResponse, TaskView, CLAIM_WAIT_MS_MAX,
+    HeartbeatRequest, HeartbeatResponse, ReleaseRequest, TaskView, CLAIM_WAIT_MS_MAX,
 };
 use weft_core::{
-    claim_across, payload_bytes, ClaimParams, CompleteParams, ErrorInfo, FailParams,
-    HeartbeatParams, PartitionId, StoreEvent, Task,
+    claim_across, payload_bytes, release_claimed, ClaimParams, CompleteParams, Error, ErrorInfo,
+    FailParams, HeartbeatParams, PartitionId, ReleaseParams, StoreEvent, Task,
 };
 
 use crate::app::AppState;
@@ -54,7 +57,50 @@ async fn sweep(app: &AppState, params: &ClaimParams) -> ApiResult<Vec<Task>> {
     let turn = app.claim_rotation.fetch_add(1, Ordering::Relaxed);
     // `turn % count` is below `count`, itself a u16.
     let start = PartitionId(u16::try_from(turn % count.max(1)).unwrap_or(0));
-    Ok(claim_across(app.store.as_ref(), params, start).await?)
+    let (store, params) = (Arc::clone(&app.store), params.clone());
+    detached(app, async move {
+        claim_across(store.as_ref(), &params, start).await
+    })
+    .await
+}
+
+/// Claims from the one partition an event named.
+async fn claim_partition(
+    app: &AppState,
+    params: &ClaimParams,
+    partition: PartitionId,
+) -> ApiResult<Vec<Task>> {
+    let (store, params) = (Arc::clone(&app.store), params.clone());
+    detached(app, async move {
+        store.execution_claim(partition, &params).await
+    })
+    .await
+}
+
+/// Runs one claim in a task of its own and waits for its answer. A client
+/// that goes away makes hyper drop the request's future, not this task, so
+/// what the claim took is not stranded: it is released at once, counting
+/// nothing, instead of lapsing a lease later.
+async fn detached<F>(app: &AppState, claim: F) -> ApiResult<Vec<Task>>
+where
+    F: Future<Output = weft_core::Result<Vec<Task>>> + Send + 'static,
+{
+    let store = Arc::clone(&app.store);
+    let (answer, answered) = oneshot::channel();
+    tokio::spawn(async move {
+        if let Err(Ok(tasks)) = answer.send(claim.await) {
+            for (execution_id, error) in release_claimed(store.as_ref(), &tasks).await {
+                tracing::warn!(
+                    %execution_id, %error,
+                    "could not release a task whose claimant went away; its lease will lapse"
+                );
+            }
+        }
+    });
+    let claimed = answered
+        .await
+        .map_err(|_| Error::Internal("the claim task ended without an answer".into()))?;
+    Ok(claimed?)
 }
 
 /// Claims at once; when nothing is there and `wait` is not zero, sleeps on
@@ -62,7 +108,9 @@ async fn sweep(app: &AppState, params: &ClaimParams) -> ApiResult<Vec<Task>> {
 /// names) with periodic full sweeps, until a task comes or `wait` passes.
 ///
 /// If the client goes away, hyper drops this future and the wait ends with
-/// it; a claim already in the store finishes, and its lease lapses unused.
+/// it; a claim already in the store finishes in its own task and releases
+/// what it took (see `detached`). Only a response already on its way when
+/// the connection closes is lost; its lease lapses.
 async fn claim_waiting(
     app: &AppState,
     params: &ClaimParams,
@@ -83,7 +131,7 @@ async fn claim_waiting(
             })
             .await;
         tasks = match wake {
-            Wake::Event(partition) => app.store.execution_claim(partition, params).await?,
+            Wake::Event(partition) => claim_partition(app, params, partition).await?,
             Wake::Recheck => sweep(app, params).await?,
             Wake::Deadline | Wake::Shutdown => break,
         };
@@ -148,5 +196,20 @@ pub(crate) async fn fail(
         retryable: body.error.retryable.unwrap_or(true),
     };
     let execution = app.store.execution_fail(&params).await?;
+    Ok(Json(ExecutionView::from(&execution)))
+}
+
+/// `POST /v1/executions/{id}/release`: the execution back to `waiting`,
+/// nothing counted; `409 lease_lost` for a stale lease.
+pub(crate) async fn release(
+    State(app): State<AppState>,
+    raw: RawId,
+    JsonBody(body): JsonBody<ReleaseRequest>,
+) -> ApiResult<Json<ExecutionView>> {
+    let params = ReleaseParams {
+        execution_id: execution_id(&raw)?,
+        lease: lease_ref(&body.lease_id, body.epoch),
+    };
+    let execution = app.store.execution_release(&params).await?;
     Ok(Json(ExecutionView::from(&execution)))
 }

@@ -231,6 +231,39 @@ fn execution_cases(w: &str, a: &str, lease: &Value) -> Vec<Case> {
     ]
 }
 
+/// Bodies for `release` (an addition to the contract) of the active `a`.
+fn release_cases(a: &str, lease: &Value) -> Vec<Case> {
+    let lease_id = lease["lease_id"].as_str().unwrap_or("").to_owned();
+    let epoch = lease["epoch"].as_u64().unwrap_or(0);
+    let good = |extra: &str| format!(r#"{{"lease_id":"{lease_id}","epoch":{epoch}{extra}}}"#);
+    let release = format!("/v1/executions/{a}/release");
+    let mut untyped = bad(&release, &good(""), "Content-Type");
+    untyped.content_type = None;
+    vec![
+        untyped,
+        bad(&release, r#"{"epoch":1}"#, "lease_id"),
+        bad(
+            &release,
+            &format!(r#"{{"lease_id":"{lease_id}"}}"#),
+            "epoch",
+        ),
+        bad(
+            &release,
+            &format!(r#"{{"lease_id":"{lease_id}","epoch":"1"}}"#),
+            "epoch",
+        ),
+        bad(
+            &release,
+            &format!(r#"{{"lease_id":"{lease_id}","epoch":-1}}"#),
+            "epoch",
+        ),
+        bad(&release, &good(r#","reason":"done""#), "reason"),
+        bad(&release, &good(r#","result":1"#), "result"),
+        bad(&release, "[]", "body"),
+        bad(&release, "", "body"),
+    ]
+}
+
 fn query_cases(w: &str) -> Vec<Case> {
     let list = |q: &str| format!("/v1/executions?{q}");
     let wait = |q: &str| format!("/v1/executions/{w}/wait?{q}");
@@ -270,6 +303,7 @@ fn unknown_id_cases(lease: &Value) -> Vec<Case> {
             ("replay", "{}".to_owned()),
             ("heartbeat", lease_body.clone()),
             ("complete", lease_body.clone()),
+            ("release", lease_body.clone()),
             (
                 "fail",
                 with(lease.clone(), json!({"error": {"message": "m"}})).to_string(),
@@ -313,6 +347,7 @@ async fn bad_requests_are_refused_and_change_nothing() {
     run(&server, submit_cases()).await;
     run(&server, claim_cases()).await;
     run(&server, execution_cases(&w_id, &a_id, &lease)).await;
+    run(&server, release_cases(&a_id, &lease)).await;
     run(&server, query_cases(&w_id)).await;
     run(&server, unknown_id_cases(&lease)).await;
 

@@ -1,7 +1,8 @@
 //! Long-polls: a waiting claim and a waiting `wait` answer promptly when the
 //! awaited change happens, time out when it does not, fall back to polling
-//! over a store without events, stop when the client leaves, and answer at
-//! once when the server shuts down.
+//! over a store without events, stop when the client leaves (handing back
+//! what a claim in progress took), and answer at once when the server shuts
+//! down.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use serde_json::{json, Value};
 use weft_server::ServerConfig;
 use weft_sqlite::{SqliteConfig, SqliteStore};
 
-use crate::support::{lease_of, start, start_with, NoEvents, TestServer};
+use crate::support::{lease_of, start, start_with, TestServer, Tweaked};
 
 /// Starts a claim with `wait_ms` on `lane` in the background.
 fn claim_in_background(
@@ -69,7 +70,7 @@ async fn claim_returns_promptly_when_work_arrives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_and_wait_poll_a_store_without_events() {
     let store = SqliteStore::open(SqliteConfig::memory()).expect("store");
-    let server = start_with(Arc::new(NoEvents(store)), ServerConfig::default()).await;
+    let server = start_with(Arc::new(Tweaked::no_events(store)), ServerConfig::default()).await;
     claim_wakes_on_submit(&server).await;
     wait_wakes_on_complete(&server).await;
     server.stop().await;
@@ -162,6 +163,40 @@ async fn a_departed_client_claims_nothing() {
         now["state"], "waiting",
         "a claim nobody waits for took the task"
     );
+    server.stop().await;
+}
+
+/// A client that leaves while its claim is in the store: the claim finishes
+/// and hands its task back at once, rather than leaving it leased to nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_mid_claim_gets_its_task_released() {
+    let store = SqliteStore::open(SqliteConfig::memory()).expect("store");
+    let slow = Tweaked::slow_claims(store, Duration::from_millis(500));
+    let server = start_with(Arc::new(slow), ServerConfig::default()).await;
+    let exec = server.submit(json!({"kind": "k", "lane": "mid"})).await;
+    let path = format!("/v1/executions/{}", exec["id"].as_str().expect("id"));
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(150))
+        .build()
+        .expect("client");
+    let body = json!({"worker_id": "gone", "lanes": ["mid"], "lease_ms": 60_000});
+    let result = impatient
+        .post(format!("{}/v1/claims", server.base))
+        .json(&body)
+        .send()
+        .await;
+    assert!(result.is_err(), "the client should have given up");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, now) = server.get(&path).await;
+        if now["state"] == "waiting" && now["attempts"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never handed back: {now}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, attempts) = server.get(&format!("{path}/attempts")).await;
+    assert_eq!(attempts["items"][0]["state"], "released", "{attempts}");
     server.stop().await;
 }
 

@@ -1,4 +1,5 @@
-//! Happy paths of every route, and the fenced writes' `lease_lost`.
+//! Happy paths of every route (the contract's, and `release`, an addition to
+//! it), and the fenced writes' `lease_lost`.
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -215,6 +216,60 @@ async fn lists_filter_and_page() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_hands_the_task_back() {
+    let server = start(ServerConfig::default()).await;
+    let exec = server
+        .submit(json!({"kind": "k", "lane": "rel", "max_attempts": 1}))
+        .await;
+    let path = format!("/v1/executions/{}", exec["id"].as_str().expect("id"));
+    let task = server.claim_one("rel", 30_000).await;
+    let (status, back) = server
+        .post(&format!("{path}/release"), lease_of(&task))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{back}");
+    assert_eq!(back["state"], "waiting");
+    assert_eq!(back["attempts"], 1);
+    assert_eq!(back["error"], json!(null));
+    // The same release again answers the same 200.
+    let (status, again) = server
+        .post(&format!("{path}/release"), lease_of(&task))
+        .await;
+    assert_eq!(
+        (status, again["state"].clone()),
+        (StatusCode::OK, json!("waiting"))
+    );
+    let (_, attempts) = server.get(&format!("{path}/attempts")).await;
+    assert_eq!(attempts["items"][0]["state"], "released");
+    assert!(attempts["items"][0]["ended_at"].is_string());
+
+    // With `max_attempts: 1` the release used nothing: the next attempt runs.
+    let next = server.claim_one("rel", 30_000).await;
+    assert_eq!(next["attempt"], 2);
+    assert_eq!(
+        next["lease"]["epoch"],
+        task["lease"]["epoch"].as_u64().expect("epoch") + 1
+    );
+    let answer = server
+        .post(&format!("{path}/release"), lease_of(&task))
+        .await;
+    assert_error(
+        &answer,
+        409,
+        "lease_lost",
+        "lease",
+        "release after a new claim",
+    );
+    let (status, done) = server
+        .post(&format!("{path}/complete"), lease_of(&next))
+        .await;
+    assert_eq!(
+        (status, done["state"].clone()),
+        (StatusCode::OK, json!("completed"))
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_worker_writes_are_lease_lost() {
     let server = start(ServerConfig::default()).await;
     let exec = server.submit(json!({"kind": "k", "lane": "l"})).await;
@@ -227,6 +282,7 @@ async fn stale_worker_writes_are_lease_lost() {
         ("heartbeat", json!({})),
         ("complete", json!({"result": 1})),
         ("fail", json!({"error": {"message": "m"}})),
+        ("release", json!({})),
     ] {
         for lease in [&wrong_epoch, &wrong_id] {
             let answer = server
@@ -254,6 +310,10 @@ async fn stale_worker_writes_are_lease_lost() {
         )
         .await;
     assert_error(&answer, 409, "lease_lost", "lease", "fail after cancel");
+    let answer = server
+        .post(&format!("{path}/release"), lease_of(&task))
+        .await;
+    assert_error(&answer, 409, "lease_lost", "lease", "release after cancel");
     let (status, beat) = server
         .post(&format!("{path}/heartbeat"), lease_of(&task))
         .await;

@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 use weft_core::{
     Attempt, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, Execution,
     ExecutionId, FailParams, HeartbeatParams, HeartbeatReply, LaneDepth, ListParams, Page,
-    PartitionCount, PartitionId, PartitionOwner, RebalanceParams, Result, Store, SubmitParams,
-    Submitted, Task, TickReport,
+    PartitionCount, PartitionId, PartitionOwner, RebalanceParams, ReleaseParams, Result, Store,
+    SubmitParams, Submitted, Task, TickReport,
 };
 use weft_server::{Server, ServerConfig};
 use weft_sqlite::{SqliteConfig, SqliteStore};
@@ -169,71 +169,104 @@ pub fn assert_error(
     );
 }
 
-/// A real SQLite store that does not send events, so that the servers over
-/// it exercise their polling fallback. Every call goes to the inner store.
-pub struct NoEvents(pub SqliteStore);
+/// A real SQLite store with knobs: whether it sends events (without them,
+/// servers over it exercise their polling fallback), and a pause after each
+/// claim that took something (so a client can leave in the middle of a
+/// claim). Every call goes to the inner store.
+pub struct Tweaked {
+    store: SqliteStore,
+    events: bool,
+    claim_pause: Duration,
+}
+
+impl Tweaked {
+    /// Sends no events and no due hints.
+    pub fn no_events(store: SqliteStore) -> Self {
+        Self {
+            store,
+            events: false,
+            claim_pause: Duration::ZERO,
+        }
+    }
+
+    /// Pauses `pause` after every claim that took a task.
+    pub fn slow_claims(store: SqliteStore, pause: Duration) -> Self {
+        Self {
+            store,
+            events: true,
+            claim_pause: pause,
+        }
+    }
+}
 
 #[async_trait]
-impl Store for NoEvents {
+impl Store for Tweaked {
     fn partition_count(&self) -> PartitionCount {
-        self.0.partition_count()
+        self.store.partition_count()
     }
     async fn now_ms(&self) -> Result<i64> {
-        self.0.now_ms().await
+        self.store.now_ms().await
     }
     async fn execution_submit(&self, params: &SubmitParams) -> Result<Submitted> {
-        self.0.execution_submit(params).await
+        self.store.execution_submit(params).await
     }
     async fn execution_claim(
         &self,
         partition: PartitionId,
         params: &ClaimParams,
     ) -> Result<Vec<Task>> {
-        self.0.execution_claim(partition, params).await
+        let tasks = self.store.execution_claim(partition, params).await?;
+        if !tasks.is_empty() {
+            tokio::time::sleep(self.claim_pause).await;
+        }
+        Ok(tasks)
     }
     async fn execution_heartbeat(&self, params: &HeartbeatParams) -> Result<HeartbeatReply> {
-        self.0.execution_heartbeat(params).await
+        self.store.execution_heartbeat(params).await
     }
     async fn execution_complete(&self, params: &CompleteParams) -> Result<Execution> {
-        self.0.execution_complete(params).await
+        self.store.execution_complete(params).await
     }
     async fn execution_fail(&self, params: &FailParams) -> Result<Execution> {
-        self.0.execution_fail(params).await
+        self.store.execution_fail(params).await
+    }
+    async fn execution_release(&self, params: &ReleaseParams) -> Result<Execution> {
+        self.store.execution_release(params).await
     }
     async fn execution_cancel(&self, params: &CancelParams) -> Result<Execution> {
-        self.0.execution_cancel(params).await
+        self.store.execution_cancel(params).await
     }
     async fn execution_replay(&self, id: &ExecutionId) -> Result<Execution> {
-        self.0.execution_replay(id).await
+        self.store.execution_replay(id).await
     }
     async fn execution_get(&self, id: &ExecutionId) -> Result<Execution> {
-        self.0.execution_get(id).await
+        self.store.execution_get(id).await
     }
     async fn execution_list(&self, params: &ListParams) -> Result<Page> {
-        self.0.execution_list(params).await
+        self.store.execution_list(params).await
     }
     async fn attempt_list(&self, id: &ExecutionId) -> Result<Vec<Attempt>> {
-        self.0.attempt_list(id).await
+        self.store.attempt_list(id).await
     }
     async fn lane_depths(&self) -> Result<Vec<LaneDepth>> {
-        self.0.lane_depths().await
+        self.store.lane_depths().await
     }
     async fn partition_tick(&self, partition: PartitionId, max: u32) -> Result<TickReport> {
-        self.0.partition_tick(partition, max).await
+        self.store.partition_tick(partition, max).await
     }
     async fn partition_audit(&self, partition: PartitionId) -> Result<AuditReport> {
-        self.0.partition_audit(partition).await
+        self.store.partition_audit(partition).await
     }
     async fn engine_rebalance(&self, params: &RebalanceParams) -> Result<Vec<PartitionId>> {
-        self.0.engine_rebalance(params).await
+        self.store.engine_rebalance(params).await
     }
     async fn partition_owners(&self) -> Result<Vec<PartitionOwner>> {
-        self.0.partition_owners().await
+        self.store.partition_owners().await
     }
     fn due_hints(&self) -> Option<broadcast::Receiver<DueHint>> {
-        None
+        self.events.then(|| self.store.due_hints()).flatten()
     }
     fn events(&self) -> Option<broadcast::Receiver<weft_core::StoreEvent>> {
-        None
+        self.events.then(|| self.store.events()).flatten()
     }
 }

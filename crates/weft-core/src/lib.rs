@@ -17,6 +17,7 @@
 mod clock;
 mod counting;
 mod error;
+pub mod flow;
 mod ids;
 pub mod machine;
 mod model;

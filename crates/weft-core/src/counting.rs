@@ -8,12 +8,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::ids::{ExecutionId, PartitionCount, PartitionId};
+use crate::flow::{Flow, FlowSpec};
+use crate::ids::{ExecutionId, FlowId, PartitionCount, PartitionId};
 use crate::model::{Attempt, Execution, SubmitParams, Task};
 use crate::store::{
-    AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, FailParams, HeartbeatParams,
-    HeartbeatReply, LaneDepth, ListParams, Page, PartitionOwner, RebalanceParams, ReleaseParams,
-    Store, StoreEvent, Submitted, TickReport,
+    AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, FailParams, FlowCreated,
+    FlowListParams, FlowPage, HeartbeatParams, HeartbeatReply, LaneDepth, ListParams, Page,
+    PartitionOwner, RebalanceParams, ReleaseParams, Store, StoreEvent, Submitted, TickReport,
 };
 
 /// Wraps a store and counts every call made through it.
@@ -109,6 +110,24 @@ impl Store for CountingStore {
     }
     async fn partition_owners(&self) -> Result<Vec<PartitionOwner>> {
         self.count().partition_owners().await
+    }
+    fn supports_flows(&self) -> bool {
+        self.inner.supports_flows()
+    }
+    async fn flow_create(&self, spec: &FlowSpec) -> Result<FlowCreated> {
+        self.count().flow_create(spec).await
+    }
+    async fn flow_get(&self, id: &FlowId) -> Result<Flow> {
+        self.count().flow_get(id).await
+    }
+    async fn flow_list(&self, params: &FlowListParams) -> Result<FlowPage> {
+        self.count().flow_list(params).await
+    }
+    async fn flow_add_nodes(&self, id: &FlowId, spec: &FlowSpec) -> Result<Flow> {
+        self.count().flow_add_nodes(id, spec).await
+    }
+    async fn flow_cancel(&self, id: &FlowId) -> Result<Flow> {
+        self.count().flow_cancel(id).await
     }
     fn due_hints(&self) -> Option<tokio::sync::broadcast::Receiver<DueHint>> {
         self.inner.due_hints()

@@ -19,9 +19,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use serde_json::Value;
+
 use crate::error::{Error, Result};
 use crate::ids::{ExecutionId, FlowId};
-use crate::model::{check_name, State, SubmitParams, IDEMPOTENCY_KEY_LEN_MAX};
+use crate::machine::{self, Command, MachineConfig, Outcome, Transition};
+use crate::model::{check_name, Execution, State, SubmitParams, IDEMPOTENCY_KEY_LEN_MAX};
 
 /// Most nodes one flow may hold, added nodes included.
 pub const FLOW_NODES_MAX: usize = 1000;
@@ -279,6 +282,8 @@ pub struct FlowNode {
     pub key: String,
     /// Its member execution.
     pub execution_id: ExecutionId,
+    /// The member's state, kept by `settle` with the counts.
+    pub state: State,
 }
 
 /// A flow as the store keeps it.
@@ -296,6 +301,10 @@ pub struct Flow {
     pub on_failure: OnFailure,
     /// Set by a flow cancel.
     pub cancelled: bool,
+    /// Set by a flow cancel, or by a failure under `on_failure: cancel_flow`:
+    /// members that end no longer fire edges, since the rest is cancelled.
+    #[serde(default)]
+    pub halted: bool,
     /// The nodes, in the order they were added.
     pub nodes: Vec<FlowNode>,
     /// The edges, in the order they were added.
@@ -530,6 +539,347 @@ fn check_acyclic(new_keys: &BTreeSet<&str>, edges: &[FlowEdge]) -> Result<()> {
     Ok(())
 }
 
+/// Most member transitions one flow operation applies. A whole flow fits:
+/// every member ends at most once and every edge is counted at most once.
+pub const CASCADE_STEPS_MAX: usize = FLOW_NODES_MAX + FLOW_EDGES_MAX;
+
+/// A transition a member's change causes elsewhere in its flow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FollowUp {
+    /// Count an upstream's end on member `id`'s join.
+    UpstreamEnded {
+        /// The downstream member.
+        id: ExecutionId,
+        /// Whether the edge fired.
+        fired: bool,
+    },
+    /// Cancel member `id` if it has not ended.
+    Cancel {
+        /// The member.
+        id: ExecutionId,
+        /// Recorded on the member.
+        reason: String,
+    },
+}
+
+/// Reads and writes a flow's members inside one atomic operation.
+pub trait MemberIo {
+    /// The member as this operation has left it so far.
+    fn load(&mut self, id: &ExecutionId) -> Result<Execution>;
+    /// Writes a member's transition (`old` is `None` for a new member) with
+    /// the rest of the operation.
+    fn write(&mut self, old: Option<&Execution>, transition: &Transition) -> Result<()>;
+}
+
+/// Records a member's move from `old` to `new` (either `None` for a member
+/// created or purged) on its flow: counts, state and end time. Returns what
+/// the move causes in the rest of the flow.
+pub fn settle(
+    flow: &mut Flow,
+    old: Option<&Execution>,
+    new: Option<&Execution>,
+    now_ms: i64,
+) -> Vec<FollowUp> {
+    let (old_state, new_state) = (old.map(|e| e.state), new.map(|e| e.state));
+    if old_state != new_state {
+        flow.counts.shift(old_state, new_state);
+    }
+    flow.updated_at_ms = now_ms;
+    flow.state = derive_state(&flow.counts, flow.cancelled);
+    if flow.state.is_terminal() && flow.finished_at_ms.is_none() {
+        flow.finished_at_ms = Some(now_ms);
+    }
+    let Some(member) = new else { return Vec::new() };
+    let key = member.flow_node.clone().unwrap_or_default();
+    if let Some(node) = flow.nodes.iter_mut().find(|n| n.key == key) {
+        node.state = member.state;
+    }
+    let ended = member.state.is_terminal() && !old_state.is_some_and(State::is_terminal);
+    let mut follow = Vec::new();
+    if ended && !flow.halted {
+        if flow.on_failure == OnFailure::CancelFlow
+            && matches!(member.state, State::Failed | State::Expired)
+        {
+            flow.halted = true;
+            let reason = format!("flow cancelled: member {key} {}", member.state.as_str());
+            follow.extend(cancel_all(flow, &reason));
+        } else {
+            for edge in flow.downstream(&key) {
+                if let Some(id) = flow.member(&edge.to) {
+                    let fired = edge.on.fires(member.state).unwrap_or(false);
+                    follow.push(FollowUp::UpstreamEnded {
+                        id: id.clone(),
+                        fired,
+                    });
+                }
+            }
+        }
+    }
+    let promoted = old_state == Some(State::Blocked) && member.state == State::Waiting;
+    if promoted && member.join.is_some_and(|j| j.join.cancel_remaining) && !flow.halted {
+        for edge in flow.upstream(&key) {
+            if let Some(id) = flow.member(&edge.from) {
+                let reason = format!("join of {key} satisfied");
+                follow.push(FollowUp::Cancel {
+                    id: id.clone(),
+                    reason,
+                });
+            }
+        }
+    }
+    follow
+}
+
+/// Follow-ups cancelling every member (those that ended are left alone).
+pub fn cancel_all(flow: &Flow, reason: &str) -> Vec<FollowUp> {
+    flow.nodes
+        .iter()
+        .map(|n| FollowUp::Cancel {
+            id: n.execution_id.clone(),
+            reason: reason.to_owned(),
+        })
+        .collect()
+}
+
+/// Applies follow-ups and everything they cause, breadth first, up to
+/// `steps_max` member transitions; returns the follow-ups left over.
+pub fn cascade(
+    flow: &mut Flow,
+    first: Vec<FollowUp>,
+    io: &mut dyn MemberIo,
+    now_ms: i64,
+    config: &MachineConfig,
+    steps_max: usize,
+) -> Result<Vec<FollowUp>> {
+    let mut queue: VecDeque<FollowUp> = first.into();
+    let mut steps = 0;
+    while let Some(next) = queue.pop_front() {
+        if steps == steps_max {
+            queue.push_front(next);
+            return Ok(queue.into());
+        }
+        steps += 1;
+        let (id, command) = match next {
+            FollowUp::UpstreamEnded { id, fired } => (id, Command::UpstreamEnded { fired }),
+            FollowUp::Cancel { id, reason } => (
+                id,
+                Command::Cancel {
+                    reason: Some(reason),
+                },
+            ),
+        };
+        let exec = io.load(&id)?;
+        if matches!(command, Command::Cancel { .. }) && exec.state.is_terminal() {
+            continue;
+        }
+        let transition = machine::apply(&exec, command, now_ms, config)?;
+        if transition.outcome != Outcome::Applied {
+            continue;
+        }
+        io.write(Some(&exec), &transition)?;
+        queue.extend(settle(
+            flow,
+            Some(&exec),
+            transition.execution.as_ref(),
+            now_ms,
+        ));
+    }
+    Ok(Vec::new())
+}
+
+/// Settles a member transition the store has just written and runs what it
+/// causes: the one call every store makes after changing a flow member.
+pub fn after_member_transition(
+    flow: &mut Flow,
+    old: Option<&Execution>,
+    transition: &Transition,
+    io: &mut dyn MemberIo,
+    now_ms: i64,
+    config: &MachineConfig,
+) -> Result<()> {
+    let follow = settle(flow, old, transition.execution.as_ref(), now_ms);
+    let left = cascade(flow, follow, io, now_ms, config, CASCADE_STEPS_MAX)?;
+    if !left.is_empty() {
+        return Err(Error::Internal(format!(
+            "{}: cascade exceeded {CASCADE_STEPS_MAX} steps",
+            flow.id
+        )));
+    }
+    Ok(())
+}
+
+/// Marks a flow cancelled and cancels every member that has not ended.
+pub fn cancel_flow(
+    flow: &mut Flow,
+    io: &mut dyn MemberIo,
+    now_ms: i64,
+    config: &MachineConfig,
+) -> Result<()> {
+    if flow.state.is_terminal() {
+        if flow.cancelled {
+            return Ok(());
+        }
+        return Err(Error::conflict(format!(
+            "{} already ended {:?}",
+            flow.id, flow.state
+        )));
+    }
+    flow.cancelled = true;
+    flow.halted = true;
+    let follow = cancel_all(flow, "flow cancelled");
+    cascade(flow, follow, io, now_ms, config, CASCADE_STEPS_MAX)?;
+    flow.state = derive_state(&flow.counts, flow.cancelled);
+    if flow.state.is_terminal() && flow.finished_at_ms.is_none() {
+        flow.finished_at_ms = Some(now_ms);
+    }
+    Ok(())
+}
+
+fn member_params(params: &SubmitParams) -> SubmitParams {
+    // Members start with their flow: no delay, and the flow's idempotency.
+    SubmitParams {
+        delay_ms: None,
+        run_at_ms: None,
+        deadline_ms: None,
+        idempotency_key: None,
+        ..params.clone()
+    }
+}
+
+/// Creates the members of `spec`'s nodes for `flow` (appending nodes and
+/// edges to it): `blocked` with a join when a node has incoming edges,
+/// `waiting` otherwise. `mint` names each member (on the flow's partition).
+fn create_members(
+    flow: &mut Flow,
+    spec: &FlowSpec,
+    mint: &mut dyn FnMut() -> ExecutionId,
+    now_ms: i64,
+    config: &MachineConfig,
+) -> Result<Vec<Transition>> {
+    let mut created = Vec::with_capacity(spec.nodes.len());
+    for node in &spec.nodes {
+        let mut exec = machine::submit(mint(), &member_params(&node.params), now_ms, config)?
+            .execution
+            .ok_or_else(|| Error::Internal("a submit created nothing".into()))?;
+        let total = u32::try_from(spec.edges.iter().filter(|e| e.to == node.key).count())
+            .unwrap_or(u32::MAX);
+        exec.flow_id = Some(flow.id.clone());
+        exec.flow_node = Some(node.key.clone());
+        if total > 0 {
+            let join = spec.joins.get(&node.key).copied().unwrap_or_default();
+            exec.join = Some(JoinState {
+                join,
+                total,
+                fired: 0,
+                dead: 0,
+            });
+            exec.state = State::Blocked;
+        }
+        flow.nodes.push(FlowNode {
+            key: node.key.clone(),
+            execution_id: exec.id.clone(),
+            state: exec.state,
+        });
+        settle(flow, None, Some(&exec), now_ms);
+        created.push(Transition::between(None, Some(exec), None, config));
+    }
+    flow.edges.extend(spec.edges.iter().cloned());
+    Ok(created)
+}
+
+/// A new flow and its members' transitions, from a checked request.
+pub fn create(
+    id: FlowId,
+    spec: &FlowSpec,
+    mint: &mut dyn FnMut() -> ExecutionId,
+    now_ms: i64,
+    config: &MachineConfig,
+) -> Result<(Flow, Vec<Transition>)> {
+    spec.validate(config.payload_bytes_max)?;
+    let mut flow = Flow {
+        id,
+        name: spec.name.clone(),
+        state: FlowState::Running,
+        idempotency_key: spec.idempotency_key.clone(),
+        on_failure: spec.on_failure,
+        cancelled: false,
+        halted: false,
+        nodes: Vec::with_capacity(spec.nodes.len()),
+        edges: Vec::with_capacity(spec.edges.len()),
+        counts: StateCounts::default(),
+        created_at_ms: now_ms,
+        updated_at_ms: now_ms,
+        finished_at_ms: None,
+    };
+    let members = create_members(&mut flow, spec, mint, now_ms, config)?;
+    Ok((flow, members))
+}
+
+/// Adds nodes to a running flow: writes the new members through `io` and
+/// counts at once the ends of existing upstreams that already ended.
+pub fn add_nodes(
+    flow: &mut Flow,
+    spec: &FlowSpec,
+    io: &mut dyn MemberIo,
+    mint: &mut dyn FnMut() -> ExecutionId,
+    now_ms: i64,
+    config: &MachineConfig,
+) -> Result<()> {
+    if flow.state.is_terminal() {
+        return Err(Error::conflict(format!(
+            "{} already ended; nodes join running flows",
+            flow.id
+        )));
+    }
+    spec.validate_addition(flow, config.payload_bytes_max)?;
+    let existing: BTreeSet<String> = flow.nodes.iter().map(|n| n.key.clone()).collect();
+    let members = create_members(flow, spec, mint, now_ms, config)?;
+    let mut follow = Vec::new();
+    for transition in &members {
+        io.write(None, transition)?;
+    }
+    for edge in spec.edges.iter().filter(|e| existing.contains(&e.from)) {
+        let (Some(from), Some(to)) = (flow.member(&edge.from), flow.member(&edge.to)) else {
+            continue;
+        };
+        let upstream = io.load(&from.clone())?;
+        if let Some(fired) = edge.on.fires(upstream.state) {
+            if !flow.halted {
+                follow.push(FollowUp::UpstreamEnded {
+                    id: to.clone(),
+                    fired,
+                });
+            }
+        }
+    }
+    let left = cascade(flow, follow, io, now_ms, config, CASCADE_STEPS_MAX)?;
+    if !left.is_empty() {
+        return Err(Error::Internal(format!(
+            "{}: cascade exceeded {CASCADE_STEPS_MAX} steps",
+            flow.id
+        )));
+    }
+    Ok(())
+}
+
+/// A claimed member's inputs: each upstream's result by node key (`null`
+/// for an upstream that did not complete).
+pub fn inputs(flow: &Flow, key: &str, io: &mut dyn MemberIo) -> Result<BTreeMap<String, Value>> {
+    let mut out = BTreeMap::new();
+    for edge in flow.upstream(key) {
+        if let Some(id) = flow.member(&edge.from) {
+            let upstream = io.load(&id.clone())?;
+            let result = if upstream.state == State::Completed {
+                upstream.result
+            } else {
+                None
+            };
+            out.insert(edge.from.clone(), result.unwrap_or(Value::Null));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     //! Joins decide exactly when they must; validation refuses every
@@ -665,6 +1015,158 @@ mod tests {
         assert_eq!(field_of(bad_node.validate(1 << 20)), "nodes[0].priority");
     }
 
+    /// Members in memory, keyed by id.
+    struct Memory(BTreeMap<ExecutionId, Execution>);
+
+    impl MemberIo for Memory {
+        fn load(&mut self, id: &ExecutionId) -> Result<Execution> {
+            self.0.get(id).cloned().ok_or(Error::NotFound {
+                what: "execution",
+                id: id.to_string(),
+            })
+        }
+        fn write(&mut self, _old: Option<&Execution>, t: &Transition) -> Result<()> {
+            if let Some(exec) = &t.execution {
+                self.0.insert(exec.id.clone(), exec.clone());
+            }
+            Ok(())
+        }
+    }
+
+    fn build(spec: &FlowSpec) -> (Flow, Memory) {
+        let config = MachineConfig::default();
+        let p = crate::ids::PartitionId(0);
+        let mut mint = || ExecutionId::mint(p, 0);
+        let (flow, members) = create(FlowId::mint(p, 0), spec, &mut mint, 0, &config).unwrap();
+        let memory = members
+            .into_iter()
+            .filter_map(|t| t.execution)
+            .map(|e| (e.id.clone(), e))
+            .collect();
+        (flow, Memory(memory))
+    }
+
+    /// Ends member `key` in `state` as a worker or timer would, then settles.
+    fn end(flow: &mut Flow, io: &mut Memory, key: &str, state: State) {
+        let id = flow.member(key).unwrap().clone();
+        let old = io.load(&id).unwrap();
+        let mut new = old.clone();
+        new.state = state;
+        new.result = (state == State::Completed).then(|| Value::String(key.into()));
+        let t = Transition::between(Some(&old), Some(new), None, &MachineConfig::default());
+        io.write(Some(&old), &t).unwrap();
+        after_member_transition(flow, Some(&old), &t, io, 1, &MachineConfig::default()).unwrap();
+    }
+
+    fn state_of(flow: &Flow, io: &mut Memory, key: &str) -> State {
+        io.load(flow.member(key).unwrap()).unwrap().state
+    }
+
+    #[test]
+    fn a_chain_promotes_and_a_failure_skips_downstream() {
+        let s = spec(&["a", "b", "c"], &[("a", "b"), ("b", "c")]);
+        let (mut flow, mut io) = build(&s);
+        assert_eq!(state_of(&flow, &mut io, "b"), State::Blocked);
+        end(&mut flow, &mut io, "a", State::Completed);
+        assert_eq!(state_of(&flow, &mut io, "b"), State::Waiting);
+        end(&mut flow, &mut io, "b", State::Failed);
+        assert_eq!(state_of(&flow, &mut io, "c"), State::Skipped);
+        assert_eq!(flow.state, FlowState::Failed);
+        assert_eq!(flow.counts.total(), 3);
+        let states: Vec<State> = flow.nodes.iter().map(|n| n.state).collect();
+        assert_eq!(states, [State::Completed, State::Failed, State::Skipped]);
+        let inputs = inputs(&flow, "b", &mut io).unwrap();
+        assert_eq!(inputs.get("a"), Some(&Value::String("a".into())));
+    }
+
+    #[test]
+    fn quorum_with_cancel_remaining_cancels_the_rest() {
+        let mut s = spec(&["a", "b", "c", "d"], &[("a", "d"), ("b", "d"), ("c", "d")]);
+        s.joins.insert(
+            "d".into(),
+            Join {
+                mode: JoinMode::Quorum,
+                n: Some(2),
+                cancel_remaining: true,
+            },
+        );
+        let (mut flow, mut io) = build(&s);
+        end(&mut flow, &mut io, "a", State::Completed);
+        assert_eq!(state_of(&flow, &mut io, "d"), State::Blocked);
+        end(&mut flow, &mut io, "b", State::Completed);
+        assert_eq!(state_of(&flow, &mut io, "d"), State::Waiting);
+        assert_eq!(state_of(&flow, &mut io, "c"), State::Cancelled);
+        assert_eq!(flow.state, FlowState::Running);
+        end(&mut flow, &mut io, "d", State::Completed);
+        assert_eq!(flow.state, FlowState::Completed);
+    }
+
+    #[test]
+    fn failure_edges_and_cancel_flow() {
+        let mut s = spec(&["a", "onfail", "next"], &[("a", "next")]);
+        s.edges.push(FlowEdge {
+            from: "a".into(),
+            to: "onfail".into(),
+            on: EdgeOn::Failure,
+        });
+        let (mut flow, mut io) = build(&s);
+        end(&mut flow, &mut io, "a", State::Failed);
+        assert_eq!(state_of(&flow, &mut io, "onfail"), State::Waiting);
+        assert_eq!(state_of(&flow, &mut io, "next"), State::Skipped);
+
+        let mut s = spec(&["a", "b", "c"], &[("a", "c")]);
+        s.on_failure = OnFailure::CancelFlow;
+        let (mut flow, mut io) = build(&s);
+        end(&mut flow, &mut io, "a", State::Failed);
+        assert_eq!(state_of(&flow, &mut io, "b"), State::Cancelled);
+        assert_eq!(state_of(&flow, &mut io, "c"), State::Cancelled);
+        assert_eq!(flow.state, FlowState::Failed);
+    }
+
+    #[test]
+    fn cancelling_a_flow_cancels_every_open_member() {
+        let s = spec(&["a", "b", "c"], &[("a", "b"), ("b", "c")]);
+        let (mut flow, mut io) = build(&s);
+        end(&mut flow, &mut io, "a", State::Completed);
+        cancel_flow(&mut flow, &mut io, 2, &MachineConfig::default()).unwrap();
+        assert_eq!(state_of(&flow, &mut io, "a"), State::Completed);
+        assert_eq!(state_of(&flow, &mut io, "b"), State::Cancelled);
+        assert_eq!(state_of(&flow, &mut io, "c"), State::Cancelled);
+        assert_eq!(flow.state, FlowState::Cancelled);
+        assert_eq!(flow.counts.get(State::Cancelled), 2);
+    }
+
+    #[test]
+    fn nodes_added_after_their_upstream_ended_are_decided_at_once() {
+        let s = spec(&["a"], &[]);
+        let (mut flow, mut io) = build(&s);
+        let mut s2 = spec(&["b", "c"], &[("a", "b")]);
+        s2.edges.push(FlowEdge {
+            from: "a".into(),
+            to: "c".into(),
+            on: EdgeOn::Failure,
+        });
+        // Add while a runs, then add more after it completed.
+        let p = crate::ids::PartitionId(0);
+        let mut mint = || ExecutionId::mint(p, 0);
+        let config = MachineConfig::default();
+        add_nodes(&mut flow, &s2, &mut io, &mut mint, 1, &config).unwrap();
+        end(&mut flow, &mut io, "a", State::Completed);
+        assert_eq!(state_of(&flow, &mut io, "b"), State::Waiting);
+        assert_eq!(state_of(&flow, &mut io, "c"), State::Skipped);
+        add_nodes(
+            &mut flow,
+            &spec(&["d"], &[("a", "d")]),
+            &mut io,
+            &mut mint,
+            2,
+            &config,
+        )
+        .unwrap();
+        assert_eq!(state_of(&flow, &mut io, "d"), State::Waiting);
+        assert_eq!(flow.counts.total(), 4);
+    }
+
     #[test]
     fn additions_may_not_end_at_existing_nodes() {
         let flow = Flow {
@@ -674,9 +1176,11 @@ mod tests {
             idempotency_key: None,
             on_failure: OnFailure::Continue,
             cancelled: false,
+            halted: false,
             nodes: vec![FlowNode {
                 key: "a".into(),
                 execution_id: ExecutionId::mint(crate::ids::PartitionId(0), 0),
+                state: State::Waiting,
             }],
             edges: vec![],
             counts: StateCounts::default(),

@@ -37,7 +37,7 @@ pub use machine::{
 pub use model::*;
 pub use store::{
     claim_across, release_claimed, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint,
-    FailParams, HeartbeatParams, HeartbeatReply, LaneDepth, ListParams, Page, PartitionOwner,
-    RebalanceParams, ReleaseParams, Store, StoreEvent, Submitted, TickReport, CLAIM_LANES_MAX,
-    LIST_LIMIT_MAX,
+    FailParams, FlowCreated, FlowListParams, FlowPage, HeartbeatParams, HeartbeatReply, LaneDepth,
+    ListParams, Page, PartitionOwner, RebalanceParams, ReleaseParams, Store, StoreEvent, Submitted,
+    TickReport, CLAIM_LANES_MAX, LIST_LIMIT_MAX,
 };

@@ -228,6 +228,12 @@ pub enum Command {
     },
     /// An operator runs a terminal execution again.
     Replay,
+    /// An upstream of this flow member ended; `fired` says whether its
+    /// edge matched. Decides a blocked member's join.
+    UpstreamEnded {
+        /// Whether the edge fired.
+        fired: bool,
+    },
     /// A timer of the due-index fired.
     Fire(Timer),
 }
@@ -294,7 +300,7 @@ impl Transition {
         }
     }
 
-    fn between(
+    pub(crate) fn between(
         old: Option<&Execution>,
         new: Option<Execution>,
         attempt: Option<AttemptChange>,
@@ -388,6 +394,7 @@ pub fn submit(
         epoch: LeaseEpoch(0),
         ended_lease: None,
         cancel_reason: None,
+        join: None,
     };
     Ok(Transition::between(None, Some(exec), None, config))
 }
@@ -416,6 +423,7 @@ pub fn apply(
         Command::Cancel { reason } => cancel(exec, reason, now_ms, config),
         Command::Replay => replay(exec, now_ms, config),
         Command::Fire(timer) => fire(exec, timer, now_ms, config),
+        Command::UpstreamEnded { fired } => upstream_ended(exec, fired, now_ms, config),
     }
 }
 
@@ -712,7 +720,51 @@ fn cancel(
     Ok(Transition::between(Some(exec), Some(next), attempt, config))
 }
 
+/// Counts an upstream's end on a member's join and, while the member is
+/// blocked, promotes it (`waiting`) or skips it when the join is decided.
+fn upstream_ended(
+    exec: &Execution,
+    fired: bool,
+    now_ms: i64,
+    config: &MachineConfig,
+) -> Result<Transition> {
+    let Some(mut join) = exec.join else {
+        return Ok(Transition::unchanged(exec, Outcome::Dropped));
+    };
+    if join.fired + join.dead >= join.total {
+        return Err(Error::Internal(format!(
+            "{}: more upstreams ended than it has",
+            exec.id
+        )));
+    }
+    if fired {
+        join.fired += 1;
+    } else {
+        join.dead += 1;
+    }
+    let mut next = exec.clone();
+    next.join = Some(join);
+    next.updated_at_ms = now_ms;
+    if exec.state == State::Blocked {
+        match join.outcome() {
+            crate::flow::JoinOutcome::Satisfied => {
+                next.state = State::Waiting;
+                next.ready_at_ms = now_ms;
+            }
+            crate::flow::JoinOutcome::Unsatisfiable => finish(&mut next, State::Skipped, now_ms),
+            crate::flow::JoinOutcome::Pending => {}
+        }
+    }
+    Ok(Transition::between(Some(exec), Some(next), None, config))
+}
+
 fn replay(exec: &Execution, now_ms: i64, config: &MachineConfig) -> Result<Transition> {
+    if exec.flow_id.is_some() {
+        return Err(Error::conflict(format!(
+            "{} is a flow member: its downstreams already counted its end",
+            exec.id
+        )));
+    }
     if !exec.state.is_terminal() {
         return Err(Error::conflict(format!(
             "{} is {}, not ended",

@@ -351,6 +351,10 @@ pub struct Execution {
     pub ended_lease: Option<EndedLease>,
     /// Why it was cancelled, if it was.
     pub cancel_reason: Option<String>,
+    /// A flow member's join over its incoming edges; `None` outside flows
+    /// and for members without upstreams.
+    #[serde(default)]
+    pub join: Option<crate::flow::JoinState>,
 }
 
 impl Execution {

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::ids::{ExecutionId, PartitionCount, PartitionId};
+use crate::flow::{Flow, FlowSpec, FlowState};
+use crate::ids::{ExecutionId, FlowId, PartitionCount, PartitionId};
 use crate::machine::LeaseRef;
 use crate::model::{
     check_lease_ms, check_name, check_worker_id, normalize_capabilities, Attempt, ErrorInfo,
@@ -252,6 +253,13 @@ pub enum StoreEvent {
         /// The terminal state it reached.
         state: State,
     },
+    /// A flow's last member ended.
+    FlowEnded {
+        /// The flow.
+        id: FlowId,
+        /// How it ended.
+        state: FlowState,
+    },
     /// An execution became claimable on `lane`.
     Ready {
         /// Its partition.
@@ -259,6 +267,39 @@ pub enum StoreEvent {
         /// Its lane.
         lane: String,
     },
+}
+
+/// What a flow create returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowCreated {
+    /// The flow, new or found by its idempotency key.
+    pub flow: Flow,
+    /// `false` when the idempotency key was seen before.
+    pub created: bool,
+}
+
+/// Filters and paging for `flow_list`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowListParams {
+    /// Only flows in this state.
+    pub state: Option<FlowState>,
+    /// Page size, 1 ..= `LIST_LIMIT_MAX`.
+    pub limit: u32,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// One page of flows, in id order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowPage {
+    /// The flows.
+    pub items: Vec<Flow>,
+    /// Where the next page starts; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn flows_unsupported() -> Error {
+    Error::Unavailable("this store does not support flows yet".into())
 }
 
 /// A backend that keeps Weft's state. Every method that changes state is one
@@ -338,6 +379,37 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every partition lease, expired or not.
     async fn partition_owners(&self) -> Result<Vec<PartitionOwner>>;
+
+    /// Whether this store implements the `flow_*` operations.
+    fn supports_flows(&self) -> bool {
+        false
+    }
+
+    /// Creates a flow and all its members in one atomic operation, or
+    /// returns the flow with the same idempotency key.
+    async fn flow_create(&self, _spec: &FlowSpec) -> Result<FlowCreated> {
+        Err(flows_unsupported())
+    }
+
+    /// One flow, or `not_found`.
+    async fn flow_get(&self, _id: &FlowId) -> Result<Flow> {
+        Err(flows_unsupported())
+    }
+
+    /// Flows in id order, filtered; reads across partitions.
+    async fn flow_list(&self, _params: &FlowListParams) -> Result<FlowPage> {
+        Err(flows_unsupported())
+    }
+
+    /// Adds nodes (and edges from existing nodes) to a running flow.
+    async fn flow_add_nodes(&self, _id: &FlowId, _spec: &FlowSpec) -> Result<Flow> {
+        Err(flows_unsupported())
+    }
+
+    /// Cancels every member that has not ended; the flow ends `cancelled`.
+    async fn flow_cancel(&self, _id: &FlowId) -> Result<Flow> {
+        Err(flows_unsupported())
+    }
 
     /// A stream of due-time hints, if the store can send them.
     fn due_hints(&self) -> Option<tokio::sync::broadcast::Receiver<DueHint>>;

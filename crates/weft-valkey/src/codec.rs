@@ -268,6 +268,7 @@ pub fn decode_execution(value: &Value) -> Result<Execution> {
         epoch: LeaseEpoch(row.num("epoch")?),
         ended_lease: row.ended_lease()?,
         cancel_reason: row.opt_text("cancel_reason"),
+        join: None,
     })
 }
 

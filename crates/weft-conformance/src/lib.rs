@@ -24,7 +24,9 @@
 //! Areas, one module each, each opening with its goal and method:
 //! [`lifecycle`], [`retry`], [`leases`], [`release`], [`timers`], [`claims`],
 //! [`idempotency`], [`cancel_replay`], [`validation`], [`retention`],
-//! [`engine`]; shared factories and assertions live in [`support`].
+//! [`engine`], [`flows`]; shared factories and assertions live in
+//! [`support`]. Areas that need an optional capability (flows) probe it
+//! first and skip with a reason when the store lacks it.
 //!
 //! Assumptions about the store under test, beyond the `Store` trait: it runs
 //! with the default `MachineConfig` (7-day retention, 1 MiB payload limit),
@@ -41,6 +43,7 @@ use weft_core::{ManualClock, Store};
 pub mod cancel_replay;
 pub mod claims;
 pub mod engine;
+pub mod flows;
 pub mod idempotency;
 pub mod leases;
 pub mod lifecycle;
@@ -255,6 +258,26 @@ macro_rules! conformance_suite {
                 two_engines_split_partitions,
                 takeover_after_a_crash,
                 engine_applies_due_timers,
+            }
+            flows {
+                linear_chain_passes_inputs,
+                diamond_joins_all,
+                fan_out_fan_in_of_100,
+                any_of_keeps_the_rest,
+                any_of_cancels_the_rest,
+                quorum_cancels_the_rest,
+                failure_edges_run_compensations,
+                skips_propagate,
+                on_failure_cancels_the_flow,
+                cancel_mid_flight,
+                nodes_are_added_at_run_time,
+                bad_flows_are_refused,
+                lapsed_lease_is_retried_in_flow,
+                flow_idempotency_key,
+                replay_of_a_member_is_conflict,
+                flow_end_is_announced,
+                flows_list_by_state,
+                retention_purges_flows_with_their_last_member,
             }
         }
     };

@@ -151,6 +151,14 @@ pub(crate) fn key_set(conn: &Connection, key: &str, execution_id: &str) -> Resul
     Ok(())
 }
 
+/// Whether any execution row of flow `flow_id` is left.
+pub(crate) fn flow_has_members(conn: &Connection, flow_id: &str) -> Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM executions WHERE flow_id = ?1 LIMIT 1")
+        .and_then(|mut stmt| stmt.query_row([flow_id], |_| Ok(())).optional())
+        .map(|row| row.is_some())
+        .map_err(db_error)
+}
+
 /// The capability sets present among a lane's waiting executions.
 pub(crate) fn waiting_capsets(
     conn: &Connection,

@@ -9,7 +9,10 @@
 //!
 //! Invariants: the rows of an execution (body, index columns, attempts,
 //! timers, idempotency key) change only together, in one transaction, as the
-//! state machine's transition says; `partition_audit` checks they agree.
+//! state machine's transition says; `partition_audit` checks they agree. A
+//! flow's row changes in the same transaction as any of its members, so its
+//! summary is exact (see `flow_ops` for flows, their members' retention and
+//! the audit of their counts).
 //! Several processes may open the same file: SQLite's write lock serialises
 //! their transactions, and `busy_timeout` bounds the wait.
 //!
@@ -52,6 +55,8 @@ mod config;
 mod db;
 mod engine;
 mod executions;
+mod flow_ops;
+mod flows;
 mod ops;
 mod schema;
 mod store;

@@ -7,9 +7,11 @@
 //!
 //! Invariants: the state machine decides everything; this module only stores
 //! its answer, exactly: the execution row and its index columns, the attempt
-//! change, the timers cleared and set. A failed operation returns before
-//! writing or rolls back with its transaction.
+//! change, the timers cleared and set. A transition of a flow member settles
+//! its flow in the same transaction (`commit_transition`). A failed
+//! operation returns before writing or rolls back with its transaction.
 
+use weft_core::flow::Flow;
 use weft_core::machine::{self, Command, Outcome, Transition};
 use weft_core::{
     partition_for_key, ClaimParams, DueHint, Error, Execution, ExecutionId, LeaseId, PartitionId,
@@ -17,7 +19,7 @@ use weft_core::{
 };
 
 use crate::db::Ctx;
-use crate::{attempts, executions, timers};
+use crate::{attempts, executions, flow_ops, timers};
 
 /// Writes a transition of the execution `old` (`None` for a submit).
 pub(crate) fn write_transition(
@@ -75,6 +77,17 @@ pub(crate) fn write_transition(
     Ok(())
 }
 
+/// Writes a transition of an existing execution and, for a flow member,
+/// settles its flow in the same transaction; returns the flow then.
+pub(crate) fn commit_transition(
+    ctx: &mut Ctx<'_>,
+    old: Option<&Execution>,
+    transition: &mut Transition,
+) -> Result<Option<Flow>> {
+    write_transition(ctx, old, transition)?;
+    flow_ops::settle_member(ctx, old, transition)
+}
+
 /// Loads an execution or answers `not_found`; ids of partitions this store
 /// does not have cannot exist.
 pub(crate) fn load_required(ctx: &Ctx<'_>, id: &ExecutionId) -> Result<Execution> {
@@ -130,7 +143,7 @@ pub(crate) fn apply(ctx: &mut Ctx<'_>, id: &ExecutionId, command: Command) -> Re
     let exec = load_required(ctx, id)?;
     let mut transition = machine::apply(&exec, command, ctx.now_ms, ctx.machine)?;
     if transition.outcome == Outcome::Applied {
-        write_transition(ctx, Some(&exec), &mut transition)?;
+        commit_transition(ctx, Some(&exec), &mut transition)?;
     }
     transition
         .execution
@@ -206,8 +219,12 @@ pub(crate) fn claim(
             lease_ms: claim.lease_ms,
         };
         let mut transition = machine::apply(&exec, command, ctx.now_ms, ctx.machine)?;
-        write_transition(ctx, Some(&exec), &mut transition)?;
-        tasks.push(task_of(transition.execution)?);
+        let flow = commit_transition(ctx, Some(&exec), &mut transition)?;
+        let mut task = task_of(transition.execution)?;
+        if let (Some(flow), Some(key)) = (flow, &task.flow_node) {
+            task.inputs = flow_ops::inputs(ctx, &flow, key)?;
+        }
+        tasks.push(task);
     }
     Ok(tasks)
 }

@@ -11,17 +11,19 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
+use weft_core::flow::{Flow, FlowSpec};
 use weft_core::machine::Command;
 use weft_core::{
     Attempt, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, Error, Execution,
-    ExecutionId, FailParams, HeartbeatParams, HeartbeatReply, LaneDepth, ListParams, Page,
-    PartitionCount, PartitionId, PartitionOwner, RebalanceParams, ReleaseParams, Result, Store,
-    StoreEvent, SubmitParams, Submitted, Task, TickReport, LIST_LIMIT_MAX,
+    ExecutionId, FailParams, FlowCreated, FlowId, FlowListParams, FlowPage, HeartbeatParams,
+    HeartbeatReply, LaneDepth, ListParams, Page, PartitionCount, PartitionId, PartitionOwner,
+    RebalanceParams, ReleaseParams, Result, Store, StoreEvent, SubmitParams, Submitted, Task,
+    TickReport, LIST_LIMIT_MAX,
 };
 
 use crate::config::SqliteConfig;
 use crate::db::{Access, Ctx, Db};
-use crate::{attempts, audit, engine, executions, ops, tick};
+use crate::{attempts, audit, engine, executions, flow_ops, flows, ops, tick};
 
 /// Weft's embedded store. Clones share one connection.
 #[derive(Clone)]
@@ -212,6 +214,48 @@ impl Store for SqliteStore {
 
     async fn partition_owners(&self) -> Result<Vec<PartitionOwner>> {
         self.run(Access::Read, |ctx| engine::owners(ctx)).await
+    }
+
+    fn supports_flows(&self) -> bool {
+        true
+    }
+
+    async fn flow_create(&self, spec: &FlowSpec) -> Result<FlowCreated> {
+        let spec = spec.clone();
+        self.run(Access::Write, move |ctx| flow_ops::create(ctx, &spec))
+            .await
+    }
+
+    async fn flow_get(&self, id: &FlowId) -> Result<Flow> {
+        let id = id.clone();
+        self.run(Access::Read, move |ctx| flow_ops::load_flow(ctx, &id))
+            .await
+    }
+
+    async fn flow_list(&self, params: &FlowListParams) -> Result<FlowPage> {
+        if !(1..=LIST_LIMIT_MAX).contains(&params.limit) {
+            return Err(Error::invalid(
+                "limit",
+                format!("must be 1..={LIST_LIMIT_MAX}, got {}", params.limit),
+            ));
+        }
+        let params = params.clone();
+        self.run(Access::Read, move |ctx| flows::list(ctx.conn, &params))
+            .await
+    }
+
+    async fn flow_add_nodes(&self, id: &FlowId, spec: &FlowSpec) -> Result<Flow> {
+        let (id, spec) = (id.clone(), spec.clone());
+        self.run(Access::Write, move |ctx| {
+            flow_ops::add_nodes(ctx, &id, &spec)
+        })
+        .await
+    }
+
+    async fn flow_cancel(&self, id: &FlowId) -> Result<Flow> {
+        let id = id.clone();
+        self.run(Access::Write, move |ctx| flow_ops::cancel(ctx, &id))
+            .await
     }
 
     fn due_hints(&self) -> Option<broadcast::Receiver<DueHint>> {

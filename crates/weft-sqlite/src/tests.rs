@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::json;
+use weft_core::flow::{EdgeOn, FlowEdge, FlowNodeSpec, FlowSpec};
 use weft_core::{
     claim_across, AttemptState, CancelParams, ClaimParams, CompleteParams, ExecutionId,
     HeartbeatParams, LeaseRef, ListParams, MachineConfig, ManualClock, PartitionCount, PartitionId,
@@ -582,4 +583,117 @@ async fn transitions_publish_ready_and_ended_events() {
         .await
         .unwrap();
     assert!(events.try_recv().is_err());
+}
+
+fn two_node_flow() -> FlowSpec {
+    FlowSpec {
+        nodes: ["a", "b"]
+            .iter()
+            .map(|k| FlowNodeSpec {
+                key: (*k).to_owned(),
+                params: SubmitParams::new("job", json!(null)),
+            })
+            .collect(),
+        edges: vec![FlowEdge {
+            from: "a".into(),
+            to: "b".into(),
+            on: EdgeOn::Success,
+        }],
+        ..FlowSpec::default()
+    }
+}
+
+#[tokio::test]
+async fn the_audit_reports_flow_summaries_that_drift() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weft.db");
+    let store = SqliteStore::open(SqliteConfig::file(&path).with_partitions(count(1))).unwrap();
+    let flow = store.flow_create(&two_node_flow()).await.unwrap().flow;
+    assert_clean(&store).await;
+    let conn = raw(&path);
+    let body: String = conn
+        .query_row("SELECT body FROM flows", [], |r| r.get(0))
+        .unwrap();
+    let corruptions = [
+        (
+            "UPDATE flows SET body = json_set(body, '$.counts.waiting', 2)",
+            "counts",
+        ),
+        (
+            "UPDATE flows SET body = json_set(body, '$.nodes[1].state', 'waiting')",
+            "records",
+        ),
+        ("UPDATE flows SET state = 'completed'", "column state"),
+        (
+            "UPDATE flows SET body = json_set(body, '$.state', 'blocked')",
+            "counts say",
+        ),
+        (
+            "UPDATE executions SET flow_id = 'fl_0000000000000000000000ff',
+                 body = json_set(body, '$.flow_id', 'fl_0000000000000000000000ff')",
+            "not here",
+        ),
+    ];
+    for (sql, needle) in corruptions {
+        conn.execute(sql, []).unwrap();
+        let report = store.partition_audit(PartitionId(0)).await.unwrap();
+        assert!(
+            report.problems.iter().any(|p| p.contains(needle)),
+            "{sql}: {:?}",
+            report.problems
+        );
+        conn.execute(
+            "UPDATE flows SET body = ?1, state = 'running'",
+            [body.as_str()],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE executions SET flow_id = ?1, body = json_set(body, '$.flow_id', ?1)",
+            [flow.id.as_str()],
+        )
+        .unwrap();
+        assert_clean(&store).await;
+    }
+}
+
+#[tokio::test]
+async fn a_version_1_file_gains_the_flow_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weft.db");
+    drop(SqliteStore::open(SqliteConfig::file(&path)).unwrap());
+    let conn = raw(&path);
+    conn.execute_batch(
+        "DROP TABLE flows; DROP TABLE flow_idempotency_keys; PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(SqliteConfig::file(&path)).unwrap();
+    let version: u32 = raw(&path)
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    assert!(store.supports_flows());
+    let created = store.flow_create(&two_node_flow()).await.unwrap();
+    assert_eq!(created.flow.counts.total(), 2);
+}
+
+#[tokio::test]
+async fn a_transition_that_breaks_a_flow_changes_nothing() {
+    // A member whose flow row vanished (corruption) fails its transition as
+    // `internal`, and the member's own write rolls back with it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weft.db");
+    let store = SqliteStore::open(SqliteConfig::file(&path).with_partitions(count(1))).unwrap();
+    let flow = store.flow_create(&two_node_flow()).await.unwrap().flow;
+    raw(&path).execute("DELETE FROM flows", []).unwrap();
+    let a = flow.member("a").unwrap().clone();
+    let cancel = CancelParams {
+        execution_id: a.clone(),
+        reason: None,
+    };
+    assert_eq!(
+        store.execution_cancel(&cancel).await.unwrap_err().kind(),
+        "internal"
+    );
+    assert_eq!(store.execution_get(&a).await.unwrap().state, State::Waiting);
 }

@@ -6,16 +6,18 @@
 //!
 //! Invariants: every popped timer row leaves the due-index in the same
 //! transaction, either through the transition's diff (applied) or by an
-//! explicit delete (dropped: stale, unknown kind, or no such execution), so no
-//! timer is ever popped twice and none blocks the head of the queue.
+//! explicit delete (dropped: stale, unknown kind, no such execution, or the
+//! retention of a member whose flow still runs; see `flow_ops`), so no timer
+//! is ever popped twice and none blocks the head of the queue. A timer that
+//! moves a flow member settles its flow in the same transaction.
 
 use weft_core::machine::{self, Command, Outcome};
 use weft_core::{PartitionId, Result, TickReport, Timer, TimerKind};
 
 use crate::db::Ctx;
-use crate::executions;
-use crate::ops::write_transition;
+use crate::ops::{commit_transition, write_transition};
 use crate::timers::{self, TimerRow};
+use crate::{executions, flow_ops};
 
 /// Applies up to `max` due timers of `partition`.
 pub(crate) fn tick(ctx: &mut Ctx<'_>, partition: PartitionId, max: u32) -> Result<TickReport> {
@@ -68,7 +70,17 @@ fn fire(ctx: &mut Ctx<'_>, partition: PartitionId, row: &TimerRow) -> Result<boo
         drop_row(ctx)?;
         return Ok(false);
     }
-    write_transition(ctx, Some(&exec), &mut transition)?;
+    if transition.execution.is_none() {
+        // Retention: a flow member stays until its flow has ended.
+        if !flow_ops::purge_allowed(ctx, &exec)? {
+            drop_row(ctx)?;
+            return Ok(false);
+        }
+        write_transition(ctx, Some(&exec), &mut transition)?;
+        flow_ops::after_purge(ctx, &exec)?;
+    } else {
+        commit_transition(ctx, Some(&exec), &mut transition)?;
+    }
     if exec.id.partition() != partition {
         // The diff cleared the timer on the execution's own partition; this
         // misplaced row must not fire again.

@@ -571,25 +571,26 @@ pub trait MemberIo {
     fn write(&mut self, old: Option<&Execution>, transition: &Transition) -> Result<()>;
 }
 
-/// Records a member's move from `old` to `new` (either `None` for a member
-/// created or purged) on its flow: counts, state and end time. Returns what
-/// the move causes in the rest of the flow.
+/// Records a member's move from `old` (`None` for a new member) to `new` on
+/// its flow: counts, state and end time. Returns what the move causes in the
+/// rest of the flow. A purge (`new` is `None`) changes nothing: the counts
+/// stay a record of how every member ended.
 pub fn settle(
     flow: &mut Flow,
     old: Option<&Execution>,
     new: Option<&Execution>,
     now_ms: i64,
 ) -> Vec<FollowUp> {
-    let (old_state, new_state) = (old.map(|e| e.state), new.map(|e| e.state));
-    if old_state != new_state {
-        flow.counts.shift(old_state, new_state);
+    let Some(member) = new else { return Vec::new() };
+    let old_state = old.map(|e| e.state);
+    if old_state != Some(member.state) {
+        flow.counts.shift(old_state, Some(member.state));
     }
     flow.updated_at_ms = now_ms;
     flow.state = derive_state(&flow.counts, flow.cancelled);
     if flow.state.is_terminal() && flow.finished_at_ms.is_none() {
         flow.finished_at_ms = Some(now_ms);
     }
-    let Some(member) = new else { return Vec::new() };
     let key = member.flow_node.clone().unwrap_or_default();
     if let Some(node) = flow.nodes.iter_mut().find(|n| n.key == key) {
         node.state = member.state;

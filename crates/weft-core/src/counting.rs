@@ -14,7 +14,8 @@ use crate::model::{Attempt, Execution, SubmitParams, Task};
 use crate::store::{
     AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, FailParams, FlowCreated,
     FlowListParams, FlowPage, HeartbeatParams, HeartbeatReply, LaneDepth, ListParams, Page,
-    PartitionOwner, RebalanceParams, ReleaseParams, Store, StoreEvent, Submitted, TickReport,
+    PartitionOwner, RebalanceParams, ReconcileReport, ReleaseParams, Store, StoreEvent, Submitted,
+    TickReport,
 };
 
 /// Wraps a store and counts every call made through it.
@@ -128,6 +129,14 @@ impl Store for CountingStore {
     }
     async fn flow_cancel(&self, id: &FlowId) -> Result<Flow> {
         self.count().flow_cancel(id).await
+    }
+    async fn flow_reconcile(
+        &self,
+        partition: PartitionId,
+        cursor: Option<&str>,
+        max: u32,
+    ) -> Result<ReconcileReport> {
+        self.count().flow_reconcile(partition, cursor, max).await
     }
     fn due_hints(&self) -> Option<tokio::sync::broadcast::Receiver<DueHint>> {
         self.inner.due_hints()

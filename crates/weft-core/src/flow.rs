@@ -863,6 +863,27 @@ pub fn add_nodes(
     Ok(())
 }
 
+/// The flow as its members say it is: counts and node states recomputed from
+/// `members` (a node whose member was purged keeps its recorded state), the
+/// state derived again. The flow projector compares this with the record.
+pub fn recount(flow: &Flow, members: &[Execution]) -> Flow {
+    let mut fixed = flow.clone();
+    fixed.counts = StateCounts::default();
+    for node in &mut fixed.nodes {
+        if let Some(member) = members.iter().find(|m| m.id == node.execution_id) {
+            node.state = member.state;
+        }
+        fixed.counts.shift(None, Some(node.state));
+    }
+    fixed.state = derive_state(&fixed.counts, fixed.cancelled);
+    if !fixed.state.is_terminal() {
+        fixed.finished_at_ms = None;
+    } else if fixed.finished_at_ms.is_none() {
+        fixed.finished_at_ms = Some(fixed.updated_at_ms);
+    }
+    fixed
+}
+
 /// A claimed member's inputs: each upstream's result by node key (`null`
 /// for an upstream that did not complete).
 pub fn inputs(flow: &Flow, key: &str, io: &mut dyn MemberIo) -> Result<BTreeMap<String, Value>> {
@@ -1166,6 +1187,25 @@ mod tests {
         .unwrap();
         assert_eq!(state_of(&flow, &mut io, "d"), State::Waiting);
         assert_eq!(flow.counts.total(), 4);
+    }
+
+    #[test]
+    fn recount_repairs_drifted_counts() {
+        let s = spec(&["a", "b"], &[("a", "b")]);
+        let (mut flow, mut io) = build(&s);
+        end(&mut flow, &mut io, "a", State::Completed);
+        let members: Vec<Execution> = io.0.values().cloned().collect();
+        assert_eq!(
+            recount(&flow, &members),
+            flow,
+            "a healthy flow needs no repair"
+        );
+        let mut drifted = flow.clone();
+        drifted
+            .counts
+            .shift(Some(State::Waiting), Some(State::Failed));
+        drifted.nodes[1].state = State::Failed;
+        assert_eq!(recount(&drifted, &members), flow);
     }
 
     #[test]

@@ -298,6 +298,18 @@ pub struct FlowPage {
     pub next_cursor: Option<String>,
 }
 
+/// What one reconciliation pass over a partition's flows found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Flows examined.
+    pub examined: u32,
+    /// Flows whose summary disagreed with their members and was rewritten;
+    /// zero in a healthy store.
+    pub repaired: u32,
+    /// Where the next pass starts; `None` after the partition's last flow.
+    pub next_cursor: Option<String>,
+}
+
 fn flows_unsupported() -> Error {
     Error::Unavailable("this store does not support flows yet".into())
 }
@@ -409,6 +421,18 @@ pub trait Store: Send + Sync + 'static {
     /// Cancels every member that has not ended; the flow ends `cancelled`.
     async fn flow_cancel(&self, _id: &FlowId) -> Result<Flow> {
         Err(flows_unsupported())
+    }
+
+    /// Recomputes up to `max` flows of `partition` after `cursor` from their
+    /// members and rewrites any whose counts, node states or state drifted:
+    /// the flow projector's pass. Stores without flows have nothing to do.
+    async fn flow_reconcile(
+        &self,
+        _partition: PartitionId,
+        _cursor: Option<&str>,
+        _max: u32,
+    ) -> Result<ReconcileReport> {
+        Ok(ReconcileReport::default())
     }
 
     /// A stream of due-time hints, if the store can send them.

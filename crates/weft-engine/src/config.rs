@@ -71,6 +71,9 @@ pub struct EngineConfig {
     /// third of the ownership lease, so a slow store cannot keep an expired
     /// set in use.
     pub store_call_timeout: Duration,
+    /// How often the flow projector audits each owned partition's flows,
+    /// `IDLE_POLL_MAX_MIN ..= IDLE_POLL_MAX_MAX` (see `FlowProjector`).
+    pub flow_projector_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -82,6 +85,7 @@ impl Default for EngineConfig {
             drain_ticks_max: DRAIN_TICKS_MAX_DEFAULT,
             idle_poll_max: IDLE_POLL_MAX_DEFAULT,
             store_call_timeout: STORE_CALL_TIMEOUT_DEFAULT,
+            flow_projector_interval: crate::scanners::FLOW_PROJECTOR_INTERVAL_DEFAULT,
         }
     }
 }
@@ -121,6 +125,15 @@ impl EngineConfig {
                 format!(
                     "must be {IDLE_POLL_MAX_MIN:?}..={IDLE_POLL_MAX_MAX:?}, got {:?}",
                     self.idle_poll_max
+                ),
+            ));
+        }
+        if !(IDLE_POLL_MAX_MIN..=IDLE_POLL_MAX_MAX).contains(&self.flow_projector_interval) {
+            return Err(Error::invalid(
+                "flow_projector_interval",
+                format!(
+                    "must be {IDLE_POLL_MAX_MIN:?}..={IDLE_POLL_MAX_MAX:?}, got {:?}",
+                    self.flow_projector_interval
                 ),
             ));
         }
@@ -188,6 +201,9 @@ mod tests {
             ("store_call_timeout", |c| {
                 c.store_call_timeout = Duration::ZERO
             }),
+            ("flow_projector_interval", |c| {
+                c.flow_projector_interval = Duration::ZERO
+            }),
         ];
         for (field, mutate) in cases {
             let mut config = EngineConfig::default();
@@ -205,6 +221,7 @@ mod tests {
             drain_ticks_max: 1,
             idle_poll_max: IDLE_POLL_MAX_MIN,
             store_call_timeout: Duration::from_millis(1),
+            flow_projector_interval: IDLE_POLL_MAX_MAX,
         };
         config.validate().unwrap();
     }

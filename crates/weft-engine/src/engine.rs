@@ -22,7 +22,7 @@ use crate::config::EngineConfig;
 use crate::metrics::{EngineMetrics, LoopMetrics};
 use crate::ownership::{leave, OwnershipLoop};
 use crate::runner::{Runner, RunnerConfig, RunnerInputs};
-use crate::scanners::TimerDrain;
+use crate::scanners::{FlowProjector, TimerDrain, FLOW_PROJECTOR_PAGE_MAX_DEFAULT};
 
 /// Starts engine instances; see [`Engine::start`].
 #[derive(Debug)]
@@ -82,7 +82,7 @@ impl Engine {
             RunnerInputs {
                 owned: owned_rx.clone(),
                 hints,
-                shutdown: shutdown_rx,
+                shutdown: shutdown_rx.clone(),
             },
         );
         info!(
@@ -91,7 +91,28 @@ impl Engine {
             hints_supported,
             "engine starting"
         );
-        let tasks = vec![tokio::spawn(ownership.run()), tokio::spawn(runner.run())];
+        let mut tasks = vec![tokio::spawn(ownership.run()), tokio::spawn(runner.run())];
+        if store.supports_flows() {
+            let projector = FlowProjector::new(
+                store.clone(),
+                FLOW_PROJECTOR_PAGE_MAX_DEFAULT,
+                config.flow_projector_interval,
+            );
+            let runner = Runner::new(
+                projector,
+                RunnerConfig {
+                    idle_poll_max: config.flow_projector_interval,
+                    pass_timeout: config.store_call_timeout,
+                },
+                metrics.flow_projector.clone(),
+                RunnerInputs {
+                    owned: owned_rx.clone(),
+                    hints: None,
+                    shutdown: shutdown_rx.clone(),
+                },
+            );
+            tasks.push(tokio::spawn(runner.run()));
+        }
         Ok(EngineHandle {
             store,
             config,
@@ -108,6 +129,7 @@ impl Engine {
 struct Metrics {
     ownership: Arc<LoopMetrics>,
     timer_drain: Arc<LoopMetrics>,
+    flow_projector: Arc<LoopMetrics>,
 }
 
 /// Controls a running engine instance. Dropping it without
@@ -165,6 +187,7 @@ impl EngineHandle {
             owned_partitions: u32::try_from(owned).unwrap_or(u32::MAX),
             ownership: self.metrics.ownership.snapshot(),
             timer_drain: self.metrics.timer_drain.snapshot(),
+            flow_projector: self.metrics.flow_projector.snapshot(),
         }
     }
 

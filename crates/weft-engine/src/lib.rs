@@ -98,4 +98,7 @@ pub use config::{
 };
 pub use engine::{Engine, EngineHandle};
 pub use metrics::{EngineMetrics, LoopSnapshot};
-pub use scanners::{ScanReport, Scanner, TimerDrain};
+pub use scanners::{
+    FlowProjector, ScanReport, Scanner, TimerDrain, FLOW_PROJECTOR_INTERVAL_DEFAULT,
+    FLOW_PROJECTOR_PAGE_MAX_DEFAULT,
+};

@@ -99,6 +99,8 @@ pub struct EngineMetrics {
     pub ownership: LoopSnapshot,
     /// The timer drain.
     pub timer_drain: LoopSnapshot,
+    /// The flow projector (`applied` counts flows repaired; zero when healthy).
+    pub flow_projector: LoopSnapshot,
 }
 
 #[cfg(test)]

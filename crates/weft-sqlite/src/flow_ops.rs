@@ -28,7 +28,7 @@ use weft_core::flow::{self, Flow, FlowSpec, MemberIo};
 use weft_core::machine::{timers_of, Transition};
 use weft_core::{
     partition_for_key, DueHint, Error, Execution, ExecutionId, FlowCreated, FlowId, PartitionId,
-    Result, StoreEvent, TimerKind,
+    ReconcileReport, Result, StoreEvent, TimerKind,
 };
 
 use crate::db::Ctx;
@@ -249,4 +249,52 @@ pub(crate) fn inputs(
     key: &str,
 ) -> Result<std::collections::BTreeMap<String, serde_json::Value>> {
     flow::inputs(flow, key, &mut Members { ctx })
+}
+
+/// The flow projector's pass: recounts up to `max` flows of `partition`
+/// after `cursor` from their members and rewrites those that drifted.
+pub(crate) fn reconcile(
+    ctx: &mut Ctx<'_>,
+    partition: PartitionId,
+    cursor: Option<&str>,
+    max: u32,
+) -> Result<ReconcileReport> {
+    ctx.check_partition(partition)?;
+    if !(1..=weft_core::LIST_LIMIT_MAX).contains(&max) {
+        return Err(Error::invalid(
+            "max",
+            format!("must be 1..={}", weft_core::LIST_LIMIT_MAX),
+        ));
+    }
+    // A partition's flow ids share the prefix `fl_` + 4 hex digits, and every
+    // id sorts after its prefix.
+    let floor = format!("fl_{:04x}", partition.0);
+    let ceiling = format!("fl_{:04x}", u32::from(partition.0) + 1);
+    let after = cursor
+        .filter(|c| c.as_bytes() > floor.as_bytes())
+        .unwrap_or(&floor)
+        .to_owned();
+    let page = flows::page_after(ctx.conn, &after, &ceiling, max)?;
+    let mut report = ReconcileReport::default();
+    for flow in &page {
+        report.examined += 1;
+        let mut members = Vec::with_capacity(flow.nodes.len());
+        for node in &flow.nodes {
+            match load_required(ctx, &node.execution_id) {
+                Ok(member) => members.push(member),
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let fixed = weft_core::flow::recount(flow, &members);
+        if &fixed != flow {
+            tracing::warn!(flow = %flow.id, "flow summary drifted from its members; repaired");
+            flows::update(ctx.conn, &fixed)?;
+            report.repaired += 1;
+        }
+    }
+    if page.len() == usize::try_from(max).unwrap_or(usize::MAX) {
+        report.next_cursor = page.last().map(|f| f.id.to_string());
+    }
+    Ok(report)
 }

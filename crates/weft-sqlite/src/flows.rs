@@ -136,6 +136,28 @@ pub(crate) fn list(conn: &Connection, params: &FlowListParams) -> Result<FlowPag
     Ok(FlowPage { items, next_cursor })
 }
 
+/// Up to `max` flows with ids in (`after`, `before`), in id order.
+pub(crate) fn page_after(
+    conn: &Connection,
+    after: &str,
+    before: &str,
+    max: u32,
+) -> Result<Vec<Flow>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT body FROM flows WHERE id > ?1 AND id < ?2 ORDER BY id LIMIT ?3")
+        .map_err(db_error)?;
+    let rows = stmt
+        .query_map(rusqlite::params![after, before, i64::from(max)], |row| {
+            row.get::<_, String>(0)
+        })
+        .map_err(db_error)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(from_json("flow", &row.map_err(db_error)?)?);
+    }
+    Ok(out)
+}
+
 /// A flow row as stored, for the audit.
 pub(crate) struct FlowRow {
     /// The primary key.

@@ -17,8 +17,8 @@ use weft_core::{
     Attempt, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, Error, Execution,
     ExecutionId, FailParams, FlowCreated, FlowId, FlowListParams, FlowPage, HeartbeatParams,
     HeartbeatReply, LaneDepth, ListParams, Page, PartitionCount, PartitionId, PartitionOwner,
-    RebalanceParams, ReleaseParams, Result, Store, StoreEvent, SubmitParams, Submitted, Task,
-    TickReport, LIST_LIMIT_MAX,
+    RebalanceParams, ReconcileReport, ReleaseParams, Result, Store, StoreEvent, SubmitParams,
+    Submitted, Task, TickReport, LIST_LIMIT_MAX,
 };
 
 use crate::config::SqliteConfig;
@@ -256,6 +256,19 @@ impl Store for SqliteStore {
         let id = id.clone();
         self.run(Access::Write, move |ctx| flow_ops::cancel(ctx, &id))
             .await
+    }
+
+    async fn flow_reconcile(
+        &self,
+        partition: PartitionId,
+        cursor: Option<&str>,
+        max: u32,
+    ) -> Result<ReconcileReport> {
+        let cursor = cursor.map(str::to_owned);
+        self.run(Access::Write, move |ctx| {
+            flow_ops::reconcile(ctx, partition, cursor.as_deref(), max)
+        })
+        .await
     }
 
     fn due_hints(&self) -> Option<broadcast::Receiver<DueHint>> {

@@ -13,8 +13,12 @@
 use async_trait::async_trait;
 use weft_core::{PartitionId, Result};
 
+mod flow_projector;
 mod timer_drain;
 
+pub use flow_projector::{
+    FlowProjector, FLOW_PROJECTOR_INTERVAL_DEFAULT, FLOW_PROJECTOR_PAGE_MAX_DEFAULT,
+};
 pub use timer_drain::TimerDrain;
 
 /// What one pass of a scanner over one partition did.

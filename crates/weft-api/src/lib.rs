@@ -2,6 +2,8 @@
 //! bodies (which refuse unknown fields, so a typo is a 400 rather than a
 //! silently ignored option), response bodies, the error body and its status
 //! codes, and RFC 3339 times. Shared by `weft-server` and every Rust client.
+//! Flows have their own module: [`FlowRequest`], [`AddNodesRequest`] and
+//! [`FlowView`].
 //!
 //! ```
 //! use weft_api::{time, SubmitRequest};
@@ -11,11 +13,23 @@
 //! let params = request.into_params().unwrap();
 //! assert_eq!(params.delay_ms, Some(500));
 //! assert_eq!(time::format_ms(0), "1970-01-01T00:00:00.000Z");
+//!
+//! let flow = r#"{"lane": "etl", "nodes": [{"key": "a", "kind": "fetch"},
+//!                                         {"key": "b", "kind": "load"}],
+//!               "edges": [{"from": "a", "to": "b"}]}"#;
+//! let spec = serde_json::from_str::<weft_api::FlowRequest>(flow).unwrap().into_spec().unwrap();
+//! assert_eq!(spec.nodes[1].params.lane.as_deref(), Some("etl"));
 //! ```
 
 #![warn(missing_docs)]
 
+mod flow;
 pub mod time;
+
+pub use crate::flow::{
+    flow_state_name, parse_flow_state, AddNodesRequest, FlowEdgeView, FlowNodeRequest,
+    FlowNodeView, FlowRequest, FlowSummary, FlowView, JoinRequest, FLOW_STATES,
+};
 
 use std::collections::BTreeMap;
 

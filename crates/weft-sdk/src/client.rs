@@ -1,14 +1,21 @@
-//! [`Client`]: submit, inspect, cancel, replay and wait for executions over
-//! any [`Transport`], and [`Submit`], a builder for submit requests.
+//! [`Client`]: submit, inspect, cancel, replay and wait for executions, and
+//! create, inspect, extend, cancel and wait for flows, over any
+//! [`Transport`]; and [`Submit`], a builder for submit requests.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use weft_api::{AttemptView, ExecutionView, LaneView, Page, SubmitRequest};
+use weft_api::{
+    AddNodesRequest, AttemptView, ExecutionView, FlowRequest, FlowView, LaneView, Page,
+    SubmitRequest,
+};
 use weft_core::{Backoff, Result, Store};
 
-use crate::transport::{DirectTransport, HttpTransport, ListQuery, SharedTransport, Submission};
+use crate::transport::{
+    DirectTransport, FlowListQuery, FlowSubmission, HttpTransport, ListQuery, SharedTransport,
+    Submission,
+};
 
 /// A handle on Weft for submitters and operators. Cheap to clone; clones
 /// share the transport (and so, over HTTP, one connection pool).
@@ -136,6 +143,77 @@ impl Client {
     /// `not_found` for an unknown id.
     pub async fn attempts(&self, id: &str) -> Result<Vec<AttemptView>> {
         self.transport.attempts(id).await
+    }
+
+    /// Creates a flow and all its members in one step, and returns it (an
+    /// existing one when its idempotency key was seen before). Members with
+    /// no upstream start `waiting`, the rest `blocked`.
+    ///
+    /// # Errors
+    ///
+    /// `invalid_argument` naming the field at fault (a cycle, an edge to an
+    /// unknown key, a duplicate key, a bad join); `unavailable` when the
+    /// store does not support flows or Weft cannot be reached.
+    pub async fn flow_create(&self, request: FlowRequest) -> Result<FlowView> {
+        Ok(self.flow_create_detailed(request).await?.flow)
+    }
+
+    /// As [`Client::flow_create`], also saying whether the flow is new.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::flow_create`].
+    pub async fn flow_create_detailed(&self, request: FlowRequest) -> Result<FlowSubmission> {
+        self.transport.flow_create(&request).await
+    }
+
+    /// One flow, with its summary, nodes and edges.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown id.
+    pub async fn flow_get(&self, id: &str) -> Result<FlowView> {
+        self.transport.flow_get(id).await
+    }
+
+    /// A page of flows; follow `next_cursor` for the next one.
+    ///
+    /// # Errors
+    ///
+    /// `invalid_argument` for a limit out of range or a bad cursor.
+    pub async fn flow_list(&self, query: &FlowListQuery) -> Result<Page<FlowView>> {
+        self.transport.flow_list(query).await
+    }
+
+    /// The flow once it has ended, or as it stands after `timeout`; check
+    /// `state.is_terminal()` to tell which.
+    ///
+    /// # Errors
+    ///
+    /// `not_found`, or `unavailable` when Weft cannot be reached.
+    pub async fn flow_wait(&self, id: &str, timeout: Duration) -> Result<FlowView> {
+        self.transport.flow_wait(id, timeout).await
+    }
+
+    /// Adds nodes to a running flow; the new edges end at new nodes and may
+    /// start at existing ones.
+    ///
+    /// # Errors
+    ///
+    /// `invalid_argument` naming the field at fault; `conflict` once the
+    /// flow has ended; `not_found`.
+    pub async fn flow_add_nodes(&self, id: &str, request: AddNodesRequest) -> Result<FlowView> {
+        self.transport.flow_add_nodes(id, &request).await
+    }
+
+    /// Cancels a flow: every member that has not ended is `cancelled`, and
+    /// so is the flow. Cancelling a cancelled flow again succeeds.
+    ///
+    /// # Errors
+    ///
+    /// `conflict` when it already ended otherwise; `not_found`.
+    pub async fn flow_cancel(&self, id: &str) -> Result<FlowView> {
+        self.transport.flow_cancel(id).await
     }
 }
 

@@ -1,6 +1,8 @@
 //! Weft's Rust SDK: a [`Client`] to submit, inspect, cancel and wait for
-//! executions, and a [`Worker`] runtime that claims tasks, runs async
-//! handlers by kind, heartbeats, and reports results. Both run over a
+//! executions and flows ([`Client::flow_create`]), and a [`Worker`] runtime
+//! that claims tasks, runs async handlers by kind, heartbeats, and reports
+//! results (a flow member's handler reads its upstreams' results with
+//! [`TaskContext::inputs`]). Both run over a
 //! [`Transport`]: [`HttpTransport`] for a `weft server` (or `weft dev`), or
 //! [`DirectTransport`] for a [`weft_core::Store`] linked into the process.
 //!
@@ -56,11 +58,14 @@ mod worker;
 
 pub use client::{Client, Submit};
 pub use transport::{
-    DirectTransport, HttpTransport, HttpTransportBuilder, ListQuery, SharedTransport, Submission,
-    Transport, DIRECT_POLL_INTERVAL_DEFAULT, HTTP_CONNECT_TIMEOUT_DEFAULT,
-    HTTP_REQUEST_TIMEOUT_DEFAULT, LIST_LIMIT_DEFAULT,
+    DirectTransport, FlowListQuery, FlowSubmission, HttpTransport, HttpTransportBuilder, ListQuery,
+    SharedTransport, Submission, Transport, DIRECT_POLL_INTERVAL_DEFAULT,
+    HTTP_CONNECT_TIMEOUT_DEFAULT, HTTP_REQUEST_TIMEOUT_DEFAULT, LIST_LIMIT_DEFAULT,
 };
-pub use weft_api::{AttemptView, ExecutionView, LaneView, Page, SubmitRequest, TaskView};
+pub use weft_api::{
+    AddNodesRequest, AttemptView, ExecutionView, FlowEdgeView, FlowNodeRequest, FlowNodeView,
+    FlowRequest, FlowSummary, FlowView, JoinRequest, LaneView, Page, SubmitRequest, TaskView,
+};
 pub use worker::{
     CancelReason, TaskContext, Worker, WorkerBuilder, WorkerError, WorkerHandle, WorkerMetrics,
     CLAIM_WAIT_DEFAULT, CONCURRENCY_DEFAULT, CONCURRENCY_MAX, LEASE_DEFAULT,

@@ -2,7 +2,8 @@
 //!
 //! Key operations: [`Server::new`] validates the config; [`Server::router`]
 //! builds the axum router (every route of the contract for executions,
-//! workers, lanes, health and metrics, plus `release` and the dashboard);
+//! workers, flows, lanes, health and metrics, plus `release` and the
+//! dashboard);
 //! [`Server::serve`]
 //! answers on a listener until a shutdown future resolves, then wakes every
 //! long-poll so it answers at once, stops accepting, and lets in-flight
@@ -21,7 +22,7 @@ use weft_engine::EngineMetrics;
 
 use crate::config::ServerConfig;
 use crate::metrics::HttpMetrics;
-use crate::routes::{executions, ops, workers};
+use crate::routes::{executions, flows, ops, workers};
 
 /// Where `GET /metrics` and the dashboard read the engine's counters: a
 /// function so that the caller keeps ownership of its `EngineHandle`. It
@@ -106,6 +107,11 @@ impl Server {
             .route("/v1/executions/{id}/fail", post(workers::fail))
             .route("/v1/executions/{id}/release", post(workers::release))
             .route("/v1/claims", post(workers::claim))
+            .route("/v1/flows", post(flows::create).get(flows::list))
+            .route("/v1/flows/{id}", get(flows::get_one))
+            .route("/v1/flows/{id}/wait", get(flows::wait))
+            .route("/v1/flows/{id}/nodes", post(flows::add_nodes))
+            .route("/v1/flows/{id}/cancel", post(flows::cancel))
             .fallback(ops::not_found)
             .method_not_allowed_fallback(ops::not_found);
         api.layer(axum::middleware::from_fn_with_state(

@@ -1,7 +1,7 @@
 //! Weft's HTTP API server: the routes of `shared/http-api.md` for
-//! executions, workers, lanes, health and metrics (plus the additions listed
-//! below), bearer-token auth, request logging, and a small dashboard, over
-//! any [`weft_core::Store`].
+//! executions, workers, flows, lanes, health and metrics (plus the additions
+//! listed below), bearer-token auth, request logging, and a small dashboard,
+//! over any [`weft_core::Store`].
 //!
 //! ```
 //! use std::sync::Arc;
@@ -41,7 +41,8 @@
 //!   body. Each is answered `400 invalid_argument` (or `413
 //!   payload_too_large`) with a message naming the field.
 //! - **Long-poll**: `POST /v1/claims` with `wait_ms > 0` and
-//!   `GET /v1/executions/{id}/wait` sleep on the store's events
+//!   `GET /v1/executions/{id}/wait` (and `GET /v1/flows/{id}/wait`, on
+//!   `FlowEnded`) sleep on the store's events
 //!   ([`weft_core::Store::events`]) rather than re-reading the store in a
 //!   loop; see the `waiting` module.
 //!
@@ -63,6 +64,16 @@
 //!     answers `200` with the execution as it is, until the execution is
 //!     claimed again (then `409 lease_lost`); an unknown id is `404`.
 //!   - The attempt state `released` in `GET /v1/executions/{id}/attempts`.
+//!   - Flow objects also carry `updated_at`, `on_failure` and
+//!     `idempotency_key`; `POST /v1/flows/{id}/nodes` takes an optional
+//!     `lane`, the lane of new nodes that name none (a flow keeps no lane).
+//! - **Flow decisions where the contract is silent**: `edges` may be left
+//!   out (no edges); a join's `mode` is required; `POST /v1/flows/{id}/cancel`
+//!   takes an empty body or `{}`, and cancelling a cancelled flow is `200`
+//!   again, one that ended otherwise `409 conflict`; a store without flows
+//!   answers every flow route `503 unavailable` once the input has been
+//!   checked. The graph of added nodes is checked by the store against the
+//!   flow (a `400` naming the field, as for a create).
 //!
 //! ## Invariants
 //!

@@ -1,5 +1,6 @@
 //! The client commands: `weft submit`, `get`, `list`, `cancel`, `replay`,
-//! `wait`, `lanes` and `attempts`, over HTTP with the Rust SDK.
+//! `wait`, `lanes` and `attempts`, over HTTP with the Rust SDK, and `weft
+//! flow …` (in `flow_cmd`).
 //!
 //! Every command takes `--server URL` (env `WEFT_SERVER`, default
 //! `http://127.0.0.1:7070`) and `--api-token` (env `WEFT_API_TOKEN`), prints
@@ -48,10 +49,10 @@ impl ConnectArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct CommonArgs {
     #[command(flatten)]
-    connect: ConnectArgs,
+    pub(crate) connect: ConnectArgs,
     /// Print the API's JSON instead of a table.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// The client commands.
@@ -74,6 +75,10 @@ pub enum ClientCommand {
     Lanes(LanesArgs),
     /// Show the attempts of an execution.
     Attempts(IdArgs),
+    /// Create, show, list, wait for, extend and cancel flows (DAGs of
+    /// executions).
+    #[command(subcommand)]
+    Flow(crate::flow_cmd::FlowCommand),
 }
 
 /// `weft submit`.
@@ -219,6 +224,7 @@ pub async fn run(command: ClientCommand) -> Result<(), String> {
             print_attempts(&attempts);
             Ok(())
         }
+        ClientCommand::Flow(command) => crate::flow_cmd::run(command).await,
     }
 }
 
@@ -393,7 +399,7 @@ pub fn describe(error: &Error) -> String {
     }
 }
 
-fn print_json<T: serde::Serialize>(value: &T) -> Result<(), String> {
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> Result<(), String> {
     let text = serde_json::to_string_pretty(value).map_err(|e| format!("cannot print: {e}"))?;
     println!("{text}");
     Ok(())
@@ -506,7 +512,7 @@ fn print_attempts(attempts: &[AttemptView]) {
 
 /// Prints rows under a header, columns padded to their widest cell; the
 /// last column is not padded.
-fn print_table(header: &[&str], rows: &[Vec<String>], empty: &str) {
+pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>], empty: &str) {
     if rows.is_empty() {
         println!("({empty})");
         return;

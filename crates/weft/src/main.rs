@@ -3,10 +3,12 @@
 //! `weft engine --store sqlite://PATH` runs the engine alone against a store
 //! until SIGTERM or Ctrl-C, releasing its partitions on the way out.
 //! `weft dev` and `weft server` serve the HTTP API with an engine (`serve`).
-//! `weft submit`, `get`, `list`, … talk to a server (`client_cmd`); `weft
-//! worker` runs a shell command per task (`worker_cmd`).
+//! `weft submit`, `get`, `list`, … and `weft flow …` talk to a server
+//! (`client_cmd`, `flow_cmd`); `weft worker` runs a shell command per task
+//! (`worker_cmd`).
 
 mod client_cmd;
+mod flow_cmd;
 mod serve;
 mod store_url;
 mod worker_cmd;

@@ -5,7 +5,12 @@
 //!
 //! - It runs as `sh -c COMMAND` in its own process group, with the task's
 //!   payload as JSON on stdin and `WEFT_EXECUTION_ID`, `WEFT_KIND`,
-//!   `WEFT_ATTEMPT` and `WEFT_LANE` in its environment.
+//!   `WEFT_ATTEMPT` and `WEFT_LANE` in its environment. A flow member also
+//!   gets `WEFT_FLOW_ID`, `WEFT_FLOW_NODE` and `WEFT_INPUTS`, its
+//!   upstreams' results as a JSON object by node key, when that fits in
+//!   `INPUTS_ENV_BYTES_MAX` (an environment variable is limited to 128 KiB
+//!   on Linux); larger inputs are left out, with a warning, and the command
+//!   reads the upstream executions with `weft get` instead.
 //! - Exit code 0 completes the execution. Its stdout is the result: parsed
 //!   as JSON, or kept as a JSON string when it is not JSON (trailing
 //!   whitespace trimmed); empty stdout is `null`. Stdout over
@@ -39,6 +44,9 @@ use crate::client_cmd::{describe, ConnectArgs};
 const STDOUT_BYTES_MAX: usize = weft_core::PAYLOAD_BYTES_MAX_DEFAULT as usize;
 /// How much of the end of stderr becomes the failure message.
 const STDERR_TAIL_BYTES: usize = 2048;
+/// The largest `WEFT_INPUTS` passed to a command: under Linux's 128 KiB
+/// limit on one environment string, with room for the name.
+const INPUTS_ENV_BYTES_MAX: usize = 96 * 1024;
 
 /// `weft worker`.
 #[derive(clap::Args, Debug)]
@@ -199,13 +207,16 @@ async fn run_command(exec: Arc<Exec>, ctx: TaskContext) -> Result<Value, WorkerE
 }
 
 fn spawn(command: &str, ctx: &TaskContext) -> Result<Child, WorkerError> {
-    Command::new("sh")
+    let mut shell = Command::new("sh");
+    shell
         .arg("-c")
         .arg(command)
         .env("WEFT_EXECUTION_ID", ctx.execution_id())
         .env("WEFT_KIND", ctx.kind())
         .env("WEFT_ATTEMPT", ctx.attempt().to_string())
-        .env("WEFT_LANE", ctx.lane())
+        .env("WEFT_LANE", ctx.lane());
+    set_flow_env(&mut shell, ctx);
+    shell
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -213,6 +224,34 @@ fn spawn(command: &str, ctx: &TaskContext) -> Result<Child, WorkerError> {
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| WorkerError::new(format!("cannot start `sh -c {command}`: {e}")))
+}
+
+/// `WEFT_FLOW_ID`, `WEFT_FLOW_NODE` and `WEFT_INPUTS` for a flow member
+/// (see the module docs); none of them, even inherited, for other tasks.
+fn set_flow_env(shell: &mut Command, ctx: &TaskContext) {
+    for name in ["WEFT_FLOW_ID", "WEFT_FLOW_NODE", "WEFT_INPUTS"] {
+        shell.env_remove(name);
+    }
+    let (Some(flow_id), Some(node)) = (ctx.flow_id(), ctx.flow_node()) else {
+        return;
+    };
+    shell
+        .env("WEFT_FLOW_ID", flow_id)
+        .env("WEFT_FLOW_NODE", node);
+    match serde_json::to_string(ctx.inputs()) {
+        Ok(inputs) if inputs.len() <= INPUTS_ENV_BYTES_MAX => {
+            shell.env("WEFT_INPUTS", inputs);
+        }
+        Ok(inputs) => tracing::warn!(
+            execution_id = ctx.execution_id(),
+            bytes = inputs.len(),
+            "the inputs are too large for WEFT_INPUTS; the command gets none"
+        ),
+        Err(error) => tracing::warn!(
+            execution_id = ctx.execution_id(), %error,
+            "the inputs could not be encoded; the command gets no WEFT_INPUTS"
+        ),
+    }
 }
 
 /// Writes the payload to the child's stdin and closes it, in the

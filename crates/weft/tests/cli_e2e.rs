@@ -1,6 +1,8 @@
 //! Goal: the client commands and `weft worker --exec` work as real
 //! processes against a real `weft dev`: submit, get, list, wait, cancel,
-//! lanes and attempts print what they should (tables and `--json`), a
+//! lanes, attempts and `flow …` print what they should (tables, the flow
+//! drawing and `--json`), a flow from `examples/flows` runs to its end with
+//! each member's inputs in `$WEFT_INPUTS`, a
 //! shell-command worker completes and fails executions per its exit-code
 //! contract, errors say what to fix and exit non-zero, and SIGTERM stops the
 //! worker cleanly (killing the commands still running past the grace period,
@@ -11,7 +13,7 @@
 //! `WEFT_SERVER` pointing at it, and read their stdout, stderr and exit
 //! codes. Processes are killed on drop, so a failed assertion leaks none.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -420,5 +422,117 @@ fn a_killed_worker_process_loses_its_lease_and_another_finishes_the_task() {
         .collect();
     assert_eq!(states, ["lease_lost", "succeeded"]);
     rescuer.terminate();
+    dev.terminate();
+}
+
+/// The example flow: `fetch` → `clean` and `count` → `report`, lane `flows`.
+const DIAMOND: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../examples/flows/diamond.json"
+);
+
+/// Runs `weft flow create -` with `body` on stdin; returns the flow.
+fn create_flow_from_stdin(s: &str, body: &Value) -> Value {
+    let mut child = weft(s, &["flow", "create", "-", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn weft");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(body.to_string().as_bytes())
+        .expect("write stdin");
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "flow create -: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[test]
+fn the_example_flow_runs_to_completion_under_an_exec_worker() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (dev, server) = start_dev(data.path());
+    let s = server.as_str();
+    let created = ok_json(s, &["flow", "create", DIAMOND]);
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(created["state"], "running", "{created}");
+    assert_eq!(created["summary"]["total"], 4);
+    assert_eq!(created["summary"]["blocked"], 3);
+
+    // Members with upstreams answer their inputs; `fetch` its payload.
+    let exec = r#"if [ "$WEFT_INPUTS" = "{}" ]; then cat; else printf '%s' "$WEFT_INPUTS"; fi"#;
+    let worker = spawn(weft(s, &["worker", "--lane", "flows", "--exec", exec]));
+    worker.line_containing("claiming");
+    let done = ok_json(s, &["flow", "wait", &id, "--timeout-ms", "30000"]);
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["summary"]["completed"], 4, "{done}");
+    let report_id = done["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["key"] == "report")
+        .and_then(|n| n["execution_id"].as_str())
+        .expect("report")
+        .to_owned();
+    let report = ok_json(s, &["get", &report_id]);
+    let fetched = json!({"fetch": {"url": "https://example.com/data.csv"}});
+    assert_eq!(
+        report["result"],
+        json!({"clean": fetched, "count": fetched}),
+        "{report}"
+    );
+    assert_eq!(report["flow_node"], "report");
+
+    let drawing = ok(s, &["flow", "get", &id]);
+    for needle in [
+        "4 members: 4 completed",
+        "  0  fetch   completed",
+        "  1  clean   completed",
+        "     count   completed",
+        "  2  report  completed",
+        "  fetch ──▶ clean\n",
+        "  count ──▶ report\n",
+    ] {
+        assert!(drawing.contains(needle), "{needle:?} not in:\n{drawing}");
+    }
+    let listed = ok(s, &["flow", "list", "--state", "completed"]);
+    assert!(
+        listed.starts_with("ID") && listed.contains(&id) && listed.contains("4/4"),
+        "{listed}"
+    );
+    worker.terminate();
+
+    // A flow nobody runs: `wait` gives up on it, `cancel` ends it.
+    let parked = create_flow_from_stdin(
+        s,
+        &json!({"lane": "parked", "nodes": [{"key": "a", "kind": "k"}, {"key": "b", "kind": "k"}],
+                "edges": [{"from": "a", "to": "b", "on": "failure"}]}),
+    );
+    let parked_id = parked["id"].as_str().expect("id");
+    let still = fails(s, &["flow", "wait", parked_id, "--timeout-ms", "200"]);
+    assert!(still.contains("still running"), "{still}");
+    let cancelled = ok(s, &["flow", "cancel", parked_id]);
+    assert!(
+        cancelled.contains("cancelled") && cancelled.contains("a ──▶ b (on failure)"),
+        "{cancelled}"
+    );
+    let running = ok_json(s, &["flow", "list", "--state", "running"]);
+    assert_eq!(running["items"], json!([]), "{running}");
+
+    let unreadable = fails(s, &["flow", "create", "/nonexistent/flow.json"]);
+    assert!(unreadable.contains("cannot read"), "{unreadable}");
+    let bad_state = fails(s, &["flow", "list", "--state", "done"]);
+    assert!(
+        bad_state.contains("running"),
+        "lists the states: {bad_state}"
+    );
+    let unknown = fails(s, &["flow", "get", "fl_nope"]);
+    assert!(unknown.contains("not found"), "{unknown}");
     dev.terminate();
 }

@@ -3,8 +3,9 @@
 //! Definitions: claims sweep every partition with `claim_across`, starting
 //! at a random one so that concurrent workers spread out. A claim that finds
 //! nothing and may wait sleeps on the store's `Ready` events for one of its
-//! lanes; `wait` sleeps on `Ended` events for its execution. Events may be
-//! lost, so both also re-read the store every `poll_interval`.
+//! lanes; `wait` sleeps on `Ended` events for its execution, `flow_wait` on
+//! `FlowEnded` events for its flow. Events may be lost, so all of them also
+//! re-read the store every `poll_interval`.
 //!
 //! Invariants: a listener subscribes before its first read, so an event sent
 //! between that read and the sleep still wakes it; no loop runs past its
@@ -20,17 +21,17 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use weft_api::{
-    lease_ref, time, AttemptView, ClaimRequest, CompleteRequest, ExecutionView, FailRequest,
-    HeartbeatRequest, HeartbeatResponse, LaneView, Page, ReleaseRequest, SubmitRequest, TaskView,
-    CLAIM_WAIT_MS_MAX,
+    lease_ref, time, AddNodesRequest, AttemptView, ClaimRequest, CompleteRequest, ExecutionView,
+    FailRequest, FlowRequest, FlowView, HeartbeatRequest, HeartbeatResponse, LaneView, Page,
+    ReleaseRequest, SubmitRequest, TaskView, CLAIM_WAIT_MS_MAX,
 };
 use weft_core::{
     claim_across, release_claimed, CancelParams, ClaimParams, CompleteParams, Error, ErrorInfo,
-    ExecutionId, FailParams, HeartbeatParams, ListParams, PartitionId, ReleaseParams, Result,
-    Store, StoreEvent, Task,
+    ExecutionId, FailParams, FlowId, FlowListParams, HeartbeatParams, ListParams, PartitionId,
+    ReleaseParams, Result, Store, StoreEvent, Task,
 };
 
-use super::{ListQuery, Submission, Transport, LIST_LIMIT_DEFAULT};
+use super::{FlowListQuery, FlowSubmission, ListQuery, Submission, Transport, LIST_LIMIT_DEFAULT};
 
 /// How often a waiting claim or `wait` re-reads the store when no event
 /// arrives: the fallback for lost events and stores that send none.
@@ -306,5 +307,63 @@ impl Transport for DirectTransport {
             "direct store ({} partitions)",
             self.store.partition_count().get()
         )
+    }
+
+    async fn flow_create(&self, request: &FlowRequest) -> Result<FlowSubmission> {
+        let spec = request.clone().into_spec()?;
+        let created = self.store.flow_create(&spec).await?;
+        Ok(FlowSubmission {
+            flow: FlowView::from(&created.flow),
+            created: created.created,
+        })
+    }
+
+    async fn flow_get(&self, id: &str) -> Result<FlowView> {
+        let flow = self.store.flow_get(&FlowId::parse(id)?).await?;
+        Ok(FlowView::from(&flow))
+    }
+
+    async fn flow_list(&self, query: &FlowListQuery) -> Result<Page<FlowView>> {
+        let params = FlowListParams {
+            state: query.state,
+            limit: query.limit.unwrap_or(LIST_LIMIT_DEFAULT),
+            cursor: query.cursor.clone(),
+        };
+        let page = self.store.flow_list(&params).await?;
+        Ok(Page {
+            items: page.items.iter().map(FlowView::from).collect(),
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    async fn flow_wait(&self, id: &str, timeout: Duration) -> Result<FlowView> {
+        let id = FlowId::parse(id)?;
+        let deadline = Instant::now() + timeout;
+        let mut events = self.store.events();
+        loop {
+            let flow = self.store.flow_get(&id).await?;
+            if flow.state.is_terminal() || Instant::now() >= deadline {
+                return Ok(FlowView::from(&flow));
+            }
+            let until = self.next_poll(deadline);
+            sleep_on(
+                &mut events,
+                until,
+                |event| matches!(event, StoreEvent::FlowEnded { id: ended, .. } if *ended == id),
+            )
+            .await;
+        }
+    }
+
+    async fn flow_add_nodes(&self, id: &str, request: &AddNodesRequest) -> Result<FlowView> {
+        let id = FlowId::parse(id)?;
+        let spec = request.clone().into_spec()?;
+        let flow = self.store.flow_add_nodes(&id, &spec).await?;
+        Ok(FlowView::from(&flow))
+    }
+
+    async fn flow_cancel(&self, id: &str) -> Result<FlowView> {
+        let flow = self.store.flow_cancel(&FlowId::parse(id)?).await?;
+        Ok(FlowView::from(&flow))
     }
 }

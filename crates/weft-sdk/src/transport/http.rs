@@ -19,13 +19,14 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use weft_api::{
-    AttemptView, CancelRequest, ClaimRequest, ClaimResponse, CompleteRequest, ErrorBody,
-    ExecutionView, FailRequest, HeartbeatRequest, HeartbeatResponse, Items, LaneView, Page,
-    ReleaseRequest, SubmitRequest, TaskView, WAIT_TIMEOUT_MS_MAX,
+    flow_state_name, AddNodesRequest, AttemptView, CancelRequest, ClaimRequest, ClaimResponse,
+    CompleteRequest, ErrorBody, ExecutionView, FailRequest, FlowRequest, FlowView,
+    HeartbeatRequest, HeartbeatResponse, Items, LaneView, Page, ReleaseRequest, SubmitRequest,
+    TaskView, WAIT_TIMEOUT_MS_MAX,
 };
 use weft_core::{Error, Result};
 
-use super::{ListQuery, Submission, Transport};
+use super::{FlowListQuery, FlowSubmission, ListQuery, Submission, Transport};
 
 /// How long a connection attempt may take.
 pub const HTTP_CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
@@ -237,12 +238,41 @@ impl HttpTransport {
         }
     }
 
-    async fn wait_once(&self, id: &str, timeout: Duration) -> Result<ExecutionView> {
-        let mut url = self.url(&["v1", "executions", id, "wait"]);
+    /// One `GET …/{id}/wait` of at most `timeout` on `collection`
+    /// (`executions` or `flows`).
+    async fn wait_once<T: DeserializeOwned>(
+        &self,
+        collection: &str,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<T> {
+        let mut url = self.url(&["v1", collection, id, "wait"]);
         url.query_pairs_mut()
             .append_pair("timeout_ms", &timeout.as_millis().to_string());
         let builder = self.request(Method::GET, url, timeout);
         Ok(self.send(builder, Some(id)).await?.1)
+    }
+
+    /// Waits on `collection`'s `wait` route until `ended` holds or `timeout`
+    /// passes. The server waits at most `WAIT_TIMEOUT_MS_MAX` per call;
+    /// longer waits are several calls.
+    async fn wait_chunked<T: DeserializeOwned>(
+        &self,
+        collection: &str,
+        id: &str,
+        timeout: Duration,
+        ended: impl Fn(&T) -> bool + Send,
+    ) -> Result<T> {
+        let chunk_max = Duration::from_millis(WAIT_TIMEOUT_MS_MAX.unsigned_abs());
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let chunk = remaining.min(chunk_max);
+            let view = self.wait_once(collection, id, chunk).await?;
+            if ended(&view) || remaining <= chunk {
+                return Ok(view);
+            }
+        }
     }
 }
 
@@ -394,18 +424,10 @@ impl Transport for HttpTransport {
     }
 
     async fn wait(&self, id: &str, timeout: Duration) -> Result<ExecutionView> {
-        // The server waits at most WAIT_TIMEOUT_MS_MAX per call; longer waits
-        // are several calls.
-        let chunk_max = Duration::from_millis(WAIT_TIMEOUT_MS_MAX.unsigned_abs());
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let chunk = remaining.min(chunk_max);
-            let view = self.wait_once(id, chunk).await?;
-            if view.state.is_terminal() || remaining <= chunk {
-                return Ok(view);
-            }
-        }
+        self.wait_chunked("executions", id, timeout, |view: &ExecutionView| {
+            view.state.is_terminal()
+        })
+        .await
     }
 
     async fn lanes(&self) -> Result<Vec<LaneView>> {
@@ -461,6 +483,55 @@ impl Transport for HttpTransport {
 
     fn describe(&self) -> String {
         self.base.as_str().trim_end_matches('/').to_owned()
+    }
+
+    async fn flow_create(&self, request: &FlowRequest) -> Result<FlowSubmission> {
+        let url = self.url(&["v1", "flows"]);
+        let (status, flow) = self.post_json(url, request, None, Duration::ZERO).await?;
+        Ok(FlowSubmission {
+            flow,
+            created: status == StatusCode::CREATED,
+        })
+    }
+
+    async fn flow_get(&self, id: &str) -> Result<FlowView> {
+        let url = self.url(&["v1", "flows", id]);
+        self.get_json(url, Duration::ZERO).await
+    }
+
+    async fn flow_list(&self, query: &FlowListQuery) -> Result<Page<FlowView>> {
+        let mut url = self.url(&["v1", "flows"]);
+        {
+            let mut pairs = url.query_pairs_mut();
+            if let Some(state) = query.state {
+                pairs.append_pair("state", flow_state_name(state));
+            }
+            if let Some(limit) = query.limit {
+                pairs.append_pair("limit", &limit.to_string());
+            }
+            if let Some(cursor) = &query.cursor {
+                pairs.append_pair("cursor", cursor);
+            }
+        }
+        self.get_json(url, Duration::ZERO).await
+    }
+
+    async fn flow_wait(&self, id: &str, timeout: Duration) -> Result<FlowView> {
+        self.wait_chunked("flows", id, timeout, |view: &FlowView| {
+            view.state.is_terminal()
+        })
+        .await
+    }
+
+    async fn flow_add_nodes(&self, id: &str, request: &AddNodesRequest) -> Result<FlowView> {
+        let url = self.url(&["v1", "flows", id, "nodes"]);
+        Ok(self.post_json(url, request, None, Duration::ZERO).await?.1)
+    }
+
+    async fn flow_cancel(&self, id: &str) -> Result<FlowView> {
+        let url = self.url(&["v1", "flows", id, "cancel"]);
+        let body = serde_json::json!({});
+        Ok(self.post_json(url, &body, None, Duration::ZERO).await?.1)
     }
 }
 

@@ -3,17 +3,17 @@
 //! [`DirectTransport`] (a [`weft_core::Store`] linked into this process).
 //!
 //! Definitions: every method speaks the HTTP contract's wire types from
-//! `weft_api`, whatever the transport, so a `Client` or `Worker` behaves the
-//! same over either. Errors are `weft_core::Error`: the HTTP transport
-//! rebuilds them from the server's error body, the direct transport passes
-//! the store's through.
+//! `weft_api` (flows included: `FlowRequest`, `FlowView`), whatever the
+//! transport, so a `Client` or `Worker` behaves the same over either.
+//! Errors are `weft_core::Error`: the HTTP transport rebuilds them from the
+//! server's error body, the direct transport passes the store's through.
 //!
-//! Invariants: `claim` waits at most `wait_ms` for a first task and `wait`
-//! at most its timeout (plus one round trip); neither polls faster than the
-//! transport's fallback interval. Dropping a `claim` future never strands a
-//! task the store granted meanwhile: the direct transport releases it, and
-//! over HTTP the server does (except for an answer already on its way when
-//! the connection closed, whose lease lapses).
+//! Invariants: `claim` waits at most `wait_ms` for a first task, and `wait`
+//! and `flow_wait` at most their timeout (plus one round trip); none polls
+//! faster than the transport's fallback interval. Dropping a `claim` future
+//! never strands a task the store granted meanwhile: the direct transport
+//! releases it, and over HTTP the server does (except for an answer already
+//! on its way when the connection closed, whose lease lapses).
 
 mod direct;
 mod http;
@@ -24,10 +24,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use weft_api::{
-    AttemptView, ClaimRequest, CompleteRequest, ExecutionView, FailRequest, HeartbeatRequest,
-    HeartbeatResponse, LaneView, Page, ReleaseRequest, SubmitRequest, TaskView,
+    AddNodesRequest, AttemptView, ClaimRequest, CompleteRequest, ExecutionView, FailRequest,
+    FlowRequest, FlowView, HeartbeatRequest, HeartbeatResponse, LaneView, Page, ReleaseRequest,
+    SubmitRequest, TaskView,
 };
-use weft_core::{Result, State};
+use weft_core::flow::FlowState;
+use weft_core::{Error, Result, State};
 
 pub use direct::{DirectTransport, DIRECT_POLL_INTERVAL_DEFAULT};
 pub use http::{
@@ -62,6 +64,34 @@ pub struct ListQuery {
 
 /// The page size of a list that names none.
 pub const LIST_LIMIT_DEFAULT: u32 = 100;
+
+/// What a flow create returns: the flow, and whether it is new.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowSubmission {
+    /// The flow, new or found by its idempotency key.
+    pub flow: FlowView,
+    /// `false` when the idempotency key was seen before (HTTP `200`, not `201`).
+    pub created: bool,
+}
+
+/// Filters and paging for [`Transport::flow_list`]; every field is optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowListQuery {
+    /// Only flows in this state.
+    pub state: Option<FlowState>,
+    /// Page size, 1 ..= 1000; [`LIST_LIMIT_DEFAULT`] when `None`.
+    pub limit: Option<u32>,
+    /// A previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// What a transport without flows answers to the flow methods.
+fn flows_unsupported(transport: &(impl Transport + ?Sized)) -> Error {
+    Error::Unavailable(format!(
+        "the transport {} does not support flows",
+        transport.describe()
+    ))
+}
 
 /// One way of talking to Weft. Implemented by [`HttpTransport`] and
 /// [`DirectTransport`]; share one behind an `Arc` between clients and
@@ -115,6 +145,40 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Where this transport points, for messages (`http://…`, `direct store`).
     fn describe(&self) -> String;
+
+    /// Creates a flow and its members (`POST /v1/flows`). The flow methods
+    /// default to `unavailable`, so transports written before flows keep
+    /// compiling; both of this crate's transports implement them.
+    async fn flow_create(&self, _request: &FlowRequest) -> Result<FlowSubmission> {
+        Err(flows_unsupported(self))
+    }
+
+    /// One flow (`GET /v1/flows/{id}`).
+    async fn flow_get(&self, _id: &str) -> Result<FlowView> {
+        Err(flows_unsupported(self))
+    }
+
+    /// A page of flows (`GET /v1/flows`).
+    async fn flow_list(&self, _query: &FlowListQuery) -> Result<Page<FlowView>> {
+        Err(flows_unsupported(self))
+    }
+
+    /// The flow once it has ended, or as it stands when `timeout` passes
+    /// first (`GET /v1/flows/{id}/wait`).
+    async fn flow_wait(&self, _id: &str, _timeout: Duration) -> Result<FlowView> {
+        Err(flows_unsupported(self))
+    }
+
+    /// Adds nodes to a running flow (`POST /v1/flows/{id}/nodes`).
+    async fn flow_add_nodes(&self, _id: &str, _request: &AddNodesRequest) -> Result<FlowView> {
+        Err(flows_unsupported(self))
+    }
+
+    /// Cancels a flow and every member that has not ended
+    /// (`POST /v1/flows/{id}/cancel`).
+    async fn flow_cancel(&self, _id: &str) -> Result<FlowView> {
+        Err(flows_unsupported(self))
+    }
 }
 
 /// A transport shared by clients and workers.

@@ -54,6 +54,17 @@ pub(crate) async fn get_one(
     Ok(Json(ExecutionView::from(&execution)))
 }
 
+/// A list cursor as given: 1 ..= `CURSOR_LEN_MAX` bytes, or none.
+pub(crate) fn check_cursor(cursor: Option<&str>) -> ApiResult<Option<String>> {
+    match cursor {
+        Some(c) if c.is_empty() || c.len() > CURSOR_LEN_MAX => Err(ApiError::invalid_field(
+            "cursor",
+            format!("must be 1..={CURSOR_LEN_MAX} bytes, from a previous page's next_cursor"),
+        )),
+        other => Ok(other.map(str::to_owned)),
+    }
+}
+
 /// Parses the list filters; every bad value is a `400` naming its parameter.
 fn list_params(raw: Option<&str>) -> ApiResult<ListParams> {
     let known = ["lane", "state", "kind", "flow_id", "limit", "cursor"];
@@ -79,16 +90,7 @@ fn list_params(raw: Option<&str>) -> ApiResult<ListParams> {
         },
         None => None,
     };
-    let cursor = query.get("cursor").map(str::to_owned);
-    if cursor
-        .as_ref()
-        .is_some_and(|c| c.is_empty() || c.len() > CURSOR_LEN_MAX)
-    {
-        return Err(ApiError::invalid_field(
-            "cursor",
-            format!("must be 1..={CURSOR_LEN_MAX} bytes, from a previous page's next_cursor"),
-        ));
-    }
+    let cursor = check_cursor(query.get("cursor"))?;
     let limit = query
         .int("limit", 1, i64::from(LIST_LIMIT_MAX))?
         .map_or(Ok(LIST_LIMIT_DEFAULT), u32::try_from)

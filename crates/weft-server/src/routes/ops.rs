@@ -6,9 +6,11 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use weft_api::{Health, Items, LaneView};
+use weft_core::flow::{Flow, FlowState};
+use weft_core::FlowListParams;
 
 use crate::app::AppState;
-use crate::dashboard;
+use crate::dashboard::{self, DASHBOARD_FLOWS_MAX};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::discard_body;
 
@@ -53,8 +55,14 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
 pub(crate) async fn dashboard(State(app): State<AppState>) -> Response {
     let lanes = app.store.lane_depths().await;
     let engine = app.engine_metrics.as_ref().and_then(|source| source());
+    let flows = if app.store.supports_flows() {
+        Some(live_flows(&app).await.map_err(|e| e.to_string()))
+    } else {
+        None
+    };
     let page = dashboard::render(
         lanes.as_deref().map_err(ToString::to_string),
+        flows.as_ref().map(|f| f.as_deref().map_err(Clone::clone)),
         engine.as_ref(),
         app.config.dashboard_refresh_secs,
     );
@@ -64,6 +72,25 @@ pub(crate) async fn dashboard(State(app): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Html(page)).into_response()
+}
+
+/// Up to `DASHBOARD_FLOWS_MAX` flows that have not ended, newest first:
+/// a page of `running` ones and a page of `blocked` ones (the store lists in
+/// id order, which is by partition before age, so this is a sample of the
+/// recent ones when there are more).
+async fn live_flows(app: &AppState) -> weft_core::Result<Vec<Flow>> {
+    let mut flows = Vec::new();
+    for state in [FlowState::Running, FlowState::Blocked] {
+        let params = FlowListParams {
+            state: Some(state),
+            limit: DASHBOARD_FLOWS_MAX,
+            cursor: None,
+        };
+        flows.extend(app.store.flow_list(&params).await?.items);
+    }
+    flows.sort_by_key(|f| std::cmp::Reverse(f.created_at_ms));
+    flows.truncate(usize::try_from(DASHBOARD_FLOWS_MAX).unwrap_or(usize::MAX));
+    Ok(flows)
 }
 
 /// Any path or method without a route: `404 not_found`, in JSON.

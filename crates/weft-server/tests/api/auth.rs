@@ -24,6 +24,12 @@ async fn tokens_guard_every_route_but_health() {
             "/v1/claims",
             Some(json!({"worker_id": "w", "lanes": ["a"]})),
         ),
+        (Method::GET, "/v1/flows", None),
+        (
+            Method::POST,
+            "/v1/flows",
+            Some(json!({"nodes": [{"key": "a", "kind": "k"}]})),
+        ),
         (Method::GET, "/no/such/route", None),
     ] {
         server.token = None;
@@ -36,10 +42,13 @@ async fn tokens_guard_every_route_but_health() {
         let (status, _) = server.call(method, path, body).await;
         assert_ne!(status, StatusCode::UNAUTHORIZED, "{path}");
     }
-    // Nothing was submitted without a token; exactly one with it.
+    // Nothing was created without a token; with it, one execution and one
+    // flow of one member.
     server.token = Some("secret-2".into());
     let (_, all) = server.get("/v1/executions").await;
-    assert_eq!(all["items"].as_array().map(Vec::len), Some(1), "{all}");
+    assert_eq!(all["items"].as_array().map(Vec::len), Some(2), "{all}");
+    let (_, flows) = server.get("/v1/flows").await;
+    assert_eq!(flows["items"].as_array().map(Vec::len), Some(1), "{flows}");
     // The signals route needs no API token (it is not built yet: 404).
     server.token = None;
     let (status, _) = server.post("/v1/signals", json!({"token": "x"})).await;

@@ -316,6 +316,235 @@ fn unknown_id_cases(lease: &Value) -> Vec<Case> {
     cases
 }
 
+/// Bodies for `POST /v1/flows`: JSON, types, unknown fields at every level,
+/// and every graph error (duplicate key, unknown key, self edge, cycle, bad
+/// join), each named by its field path.
+fn flow_create_cases() -> Vec<Case> {
+    let p = "/v1/flows";
+    let one = r#"{"key":"a","kind":"k"}"#;
+    let two = r#"{"key":"a","kind":"k"},{"key":"b","kind":"k"}"#;
+    let three = r#"{"key":"a","kind":"k"},{"key":"b","kind":"k"},{"key":"c","kind":"k"}"#;
+    let flow = |nodes: &str, rest: &str| format!(r#"{{"nodes":[{nodes}]{rest}}}"#);
+    let joined = |join: &str| {
+        flow(
+            two,
+            &format!(r#","edges":[{{"from":"a","to":"b"}}],"joins":{{"b":{join}}}"#),
+        )
+    };
+    let long_name = flow(one, &format!(r#","name":"{}""#, "n".repeat(257)));
+    let mut cases = vec![
+        bad(p, "{", "body"),
+        bad(p, "[]", "body"),
+        bad(p, "{}", "nodes"),
+        bad(p, r#"{"nodes":[]}"#, "nodes"),
+        bad(p, r#"{"nodes":{}}"#, "nodes"),
+        bad(p, &flow(one, r#","nodez":1"#), "nodez"),
+        bad(p, &flow(r#"{"key":"a"}"#, ""), "kind"),
+        bad(p, &flow(r#"{"kind":"k"}"#, ""), "key"),
+        bad(
+            p,
+            &flow(r#"{"key":"a","kind":"k","delay_ms":5}"#, ""),
+            "delay_ms",
+        ),
+        bad(p, &flow(r#"{"key":"a","kind":"k","tags":{}}"#, ""), "tags"),
+        bad(p, &flow(r#"{"key":"a b","kind":"k"}"#, ""), "nodes[0].key"),
+        bad(
+            p,
+            &flow(r#"{"key":"a","kind":"has space"}"#, ""),
+            "nodes[0].kind",
+        ),
+        bad(
+            p,
+            &flow(r#"{"key":"a","kind":"k","priority":5000}"#, ""),
+            "nodes[0].priority",
+        ),
+        bad(
+            p,
+            &flow(r#"{"key":"a","kind":"k","priority":"hi"}"#, ""),
+            "priority",
+        ),
+        bad(
+            p,
+            &flow(r#"{"key":"a","kind":"k","max_attempts":0}"#, ""),
+            "nodes[0].max_attempts",
+        ),
+        bad(
+            p,
+            &flow(r#"{"key":"a","kind":"k","timeout_ms":0}"#, ""),
+            "nodes[0].timeout_ms",
+        ),
+        bad(
+            p,
+            &flow(r#"{"key":"a","kind":"k","backoff":{"jitter":2}}"#, ""),
+            "nodes[0].backoff.jitter",
+        ),
+        bad(
+            p,
+            &flow(r#"{"key":"a","kind":"k","requires":["a b"]}"#, ""),
+            "nodes[0].requires",
+        ),
+        bad(
+            p,
+            &flow(r#"{"key":"a","kind":"k","lane":""}"#, ""),
+            "nodes[0].lane",
+        ),
+        bad(p, &flow(one, r#","lane":"a b""#), "lane"),
+        bad(p, &flow(one, r#","idempotency_key":"""#), "idempotency_key"),
+        bad(p, &long_name, "name"),
+        bad(p, &flow(one, r#","on_failure":"explode""#), "on_failure"),
+        bad(
+            p,
+            &flow(r#"{"key":"a","kind":"k"},{"key":"a","kind":"k"}"#, ""),
+            "nodes[1].key",
+        ),
+        bad(
+            p,
+            &flow(one, r#","edges":[{"from":"a","to":"x"}]"#),
+            "edges[0].to",
+        ),
+        bad(
+            p,
+            &flow(one, r#","edges":[{"from":"x","to":"a"}]"#),
+            "edges[0].from",
+        ),
+        bad(
+            p,
+            &flow(one, r#","edges":[{"from":"a","to":"a"}]"#),
+            "edges[0]",
+        ),
+        bad(
+            p,
+            &flow(two, r#","edges":[{"from":"a","to":"b","on":"sometimes"}]"#),
+            "on",
+        ),
+        bad(
+            p,
+            &flow(two, r#","edges":[{"from":"a","to":"b","of":"x"}]"#),
+            "of",
+        ),
+        bad(p, &flow(two, r#","edges":[{"from":"a"}]"#), "to"),
+        bad(
+            p,
+            &flow(
+                three,
+                r#","edges":[{"from":"a","to":"b"},{"from":"b","to":"c"},{"from":"c","to":"a"}]"#,
+            ),
+            "cycle",
+        ),
+        bad(p, &joined(r#"{"mode":"quorum","n":2}"#), "joins.b.n"),
+        bad(p, &joined(r#"{"mode":"quorum"}"#), "joins.b.n"),
+        bad(p, &joined(r#"{"mode":"all","n":1}"#), "joins.b.n"),
+        bad(p, &joined(r#"{"mode":"most"}"#), "mode"),
+        bad(p, &joined(r#"{"n":1}"#), "mode"),
+        bad(
+            p,
+            &joined(r#"{"mode":"any","cancel_remaining":"yes"}"#),
+            "cancel_remaining",
+        ),
+        bad(p, &joined(r#"{"mode":"any","wait":1}"#), "wait"),
+        bad(p, &flow(two, r#","joins":{"a":{"mode":"any"}}"#), "joins.a"),
+        bad(p, &flow(one, r#","joins":{"x":{"mode":"any"}}"#), "joins.x"),
+    ];
+    let mut untyped = bad(p, &flow(one, ""), "Content-Type");
+    untyped.content_type = None;
+    cases.push(untyped);
+    cases
+}
+
+/// Bodies for adding to the running flow `f`, cancelling it, and adding to
+/// the cancelled flow `g` (a conflict).
+fn flow_change_cases(f: &str, g: &str) -> Vec<Case> {
+    let add = format!("/v1/flows/{f}/nodes");
+    let cancel = format!("/v1/flows/{f}/cancel");
+    let node = r#"{"key":"new","kind":"k"}"#;
+    let nodes = |rest: &str| format!(r#"{{"nodes":[{node}]{rest}}}"#);
+    let mut untyped = bad(&add, &nodes(""), "Content-Type");
+    untyped.content_type = None;
+    vec![
+        untyped,
+        bad(&add, "", "body"),
+        bad(&add, "{}", "nodes"),
+        bad(&add, r#"{"nodes":[]}"#, "nodes"),
+        bad(&add, &nodes(r#","name":"x""#), "name"),
+        bad(&add, &nodes(r#","on_failure":"continue""#), "on_failure"),
+        bad(&add, &nodes(r#","lane":"a b""#), "lane"),
+        bad(
+            &add,
+            r#"{"nodes":[{"key":"new","kind":"k","priority":5000}]}"#,
+            "nodes[0].priority",
+        ),
+        bad(
+            &add,
+            r#"{"nodes":[{"key":"a","kind":"k"}]}"#,
+            "nodes[0].key",
+        ),
+        bad(
+            &add,
+            &nodes(r#","edges":[{"from":"new","to":"a"}]"#),
+            "edges[0].to",
+        ),
+        bad(
+            &add,
+            &nodes(r#","edges":[{"from":"ghost","to":"new"}]"#),
+            "edges[0].from",
+        ),
+        bad(&add, &nodes(r#","joins":{"a":{"mode":"any"}}"#), "joins.a"),
+        bad(
+            &add,
+            r#"{"nodes":[{"key":"p","kind":"k"},{"key":"q","kind":"k"}],
+                "edges":[{"from":"p","to":"q"},{"from":"q","to":"p"}]}"#,
+            "cycle",
+        ),
+        bad(&cancel, r#"{"reason":"x"}"#, "reason"),
+        bad(&cancel, "[", "body"),
+        json_case(
+            &format!("/v1/flows/{g}/nodes"),
+            &nodes(""),
+            409,
+            "conflict",
+            "",
+        ),
+    ]
+}
+
+fn flow_query_cases(f: &str) -> Vec<Case> {
+    let list = |q: &str| format!("/v1/flows?{q}");
+    let wait = |q: &str| format!("/v1/flows/{f}/wait?{q}");
+    vec![
+        bad_get(list("state=done"), "state"),
+        bad_get(list("state=waiting"), "state"),
+        bad_get(list("limit=0"), "limit"),
+        bad_get(list("limit=1001"), "limit"),
+        bad_get(list("limit=x"), "limit"),
+        bad_get(list("cursor="), "cursor"),
+        bad_get(list("lane=a"), "lane"),
+        bad_get(list("state=running&state=blocked"), "state"),
+        bad_get(wait("timeout_ms=60001"), "timeout_ms"),
+        bad_get(wait("timeout_ms=-1"), "timeout_ms"),
+        bad_get(wait("timeout=5"), "timeout"),
+    ]
+}
+
+/// Every flow route that takes an id, with ids no flow has.
+fn unknown_flow_cases() -> Vec<Case> {
+    let ghost = weft_core::FlowId::mint(PartitionId(0), 1).to_string();
+    let execution = ExecutionId::mint(PartitionId(0), 1).to_string();
+    let mut cases = Vec::new();
+    for id in [ghost.as_str(), execution.as_str(), "fl_nope", "not-an-id"] {
+        for route in ["", "/wait?timeout_ms=0"] {
+            let mut case = bad_get(format!("/v1/flows/{id}{route}"), "");
+            (case.status, case.kind) = (404, "not_found");
+            cases.push(case);
+        }
+        let add = r#"{"nodes":[{"key":"n","kind":"k"}]}"#;
+        for (route, body) in [("cancel", "{}"), ("nodes", add)] {
+            let path = format!("/v1/flows/{id}/{route}");
+            cases.push(json_case(&path, body, 404, "not_found", ""));
+        }
+    }
+    cases
+}
+
 async fn run(server: &TestServer, cases: Vec<Case>) {
     for case in cases {
         let label = format!(
@@ -359,6 +588,42 @@ async fn bad_requests_are_refused_and_change_nothing() {
     assert_eq!(w_after, w_before, "the waiting execution was changed");
     let (_, attempts) = server.get(&format!("/v1/executions/{a_id}/attempts")).await;
     assert_eq!(attempts["items"].as_array().map(Vec::len), Some(1));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_flow_requests_are_refused_and_change_nothing() {
+    let server = start(ServerConfig::default()).await;
+    let body = json!({"lane": "fl", "nodes": [{"key": "a", "kind": "k"}, {"key": "b", "kind": "k"}],
+                      "edges": [{"from": "a", "to": "b"}]});
+    let f = server.create_flow(body.clone()).await;
+    let g = server.create_flow(body).await;
+    let f_id = f["id"].as_str().expect("id").to_owned();
+    let g_id = g["id"].as_str().expect("id").to_owned();
+    let (status, cancelled) = server
+        .post(&format!("/v1/flows/{g_id}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    let (_, f_before) = server.get(&format!("/v1/flows/{f_id}")).await;
+    let (_, g_before) = server.get(&format!("/v1/flows/{g_id}")).await;
+
+    run(&server, flow_create_cases()).await;
+    run(&server, flow_change_cases(&f_id, &g_id)).await;
+    run(&server, flow_query_cases(&f_id)).await;
+    run(&server, unknown_flow_cases()).await;
+
+    let (_, all) = server.get("/v1/flows").await;
+    assert_eq!(all["items"].as_array().map(Vec::len), Some(2), "{all}");
+    let (_, members) = server.get("/v1/executions?limit=1000").await;
+    assert_eq!(
+        members["items"].as_array().map(Vec::len),
+        Some(4),
+        "{members}"
+    );
+    let (_, f_after) = server.get(&format!("/v1/flows/{f_id}")).await;
+    let (_, g_after) = server.get(&format!("/v1/flows/{g_id}")).await;
+    assert_eq!(f_after, f_before, "the running flow was changed");
+    assert_eq!(g_after, g_before, "the cancelled flow was changed");
     server.stop().await;
 }
 

@@ -7,6 +7,7 @@
 
 mod auth;
 mod bad_input;
+mod flows;
 mod long_poll;
 mod routes;
 mod support;

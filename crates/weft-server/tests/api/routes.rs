@@ -331,7 +331,8 @@ async fn unknown_routes_metrics_and_dashboard() {
         .await;
     for (method, path) in [
         (Method::GET, "/nope"),
-        (Method::GET, "/v1/flows"),
+        (Method::GET, "/v1/workflows"),
+        (Method::DELETE, "/v1/flows"),
         (Method::POST, "/v1/lanes"),
         (Method::DELETE, "/v1/executions"),
     ] {

@@ -10,11 +10,12 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use weft_core::flow::{Flow, FlowSpec};
 use weft_core::{
     Attempt, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, Execution,
-    ExecutionId, FailParams, HeartbeatParams, HeartbeatReply, LaneDepth, ListParams, Page,
-    PartitionCount, PartitionId, PartitionOwner, RebalanceParams, ReleaseParams, Result, Store,
-    SubmitParams, Submitted, Task, TickReport,
+    ExecutionId, FailParams, FlowCreated, FlowId, FlowListParams, FlowPage, HeartbeatParams,
+    HeartbeatReply, LaneDepth, ListParams, Page, PartitionCount, PartitionId, PartitionOwner,
+    RebalanceParams, ReleaseParams, Result, Store, SubmitParams, Submitted, Task, TickReport,
 };
 use weft_server::{Server, ServerConfig};
 use weft_sqlite::{SqliteConfig, SqliteStore};
@@ -106,6 +107,13 @@ impl TestServer {
         self.call(Method::POST, path, Some(body)).await
     }
 
+    /// Creates a flow and returns it.
+    pub async fn create_flow(&self, body: Value) -> Value {
+        let (status, flow) = self.post("/v1/flows", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{flow}");
+        flow
+    }
+
     /// Submits and returns the new execution.
     pub async fn submit(&self, body: Value) -> Value {
         let (status, execution) = self.post("/v1/executions", body).await;
@@ -170,12 +178,14 @@ pub fn assert_error(
 }
 
 /// A real SQLite store with knobs: whether it sends events (without them,
-/// servers over it exercise their polling fallback), and a pause after each
+/// servers over it exercise their polling fallback), whether it keeps flows,
+/// and a pause after each
 /// claim that took something (so a client can leave in the middle of a
 /// claim). Every call goes to the inner store.
 pub struct Tweaked {
     store: SqliteStore,
     events: bool,
+    flows: bool,
     claim_pause: Duration,
 }
 
@@ -185,6 +195,7 @@ impl Tweaked {
         Self {
             store,
             events: false,
+            flows: true,
             claim_pause: Duration::ZERO,
         }
     }
@@ -194,7 +205,30 @@ impl Tweaked {
         Self {
             store,
             events: true,
+            flows: true,
             claim_pause: pause,
+        }
+    }
+
+    /// Keeps no flows: every flow operation is the trait's default
+    /// (`unavailable`), as in a store that does not support them.
+    pub fn no_flows(store: SqliteStore) -> Self {
+        Self {
+            store,
+            events: true,
+            flows: false,
+            claim_pause: Duration::ZERO,
+        }
+    }
+
+    /// The inner store for flow operations, or why there is none.
+    fn flow_store(&self) -> Result<&SqliteStore> {
+        if self.flows {
+            Ok(&self.store)
+        } else {
+            Err(weft_core::Error::Unavailable(
+                "this store does not support flows".into(),
+            ))
         }
     }
 }
@@ -262,6 +296,24 @@ impl Store for Tweaked {
     }
     async fn partition_owners(&self) -> Result<Vec<PartitionOwner>> {
         self.store.partition_owners().await
+    }
+    fn supports_flows(&self) -> bool {
+        self.flows && self.store.supports_flows()
+    }
+    async fn flow_create(&self, spec: &FlowSpec) -> Result<FlowCreated> {
+        self.flow_store()?.flow_create(spec).await
+    }
+    async fn flow_get(&self, id: &FlowId) -> Result<Flow> {
+        self.flow_store()?.flow_get(id).await
+    }
+    async fn flow_list(&self, params: &FlowListParams) -> Result<FlowPage> {
+        self.flow_store()?.flow_list(params).await
+    }
+    async fn flow_add_nodes(&self, id: &FlowId, spec: &FlowSpec) -> Result<Flow> {
+        self.flow_store()?.flow_add_nodes(id, spec).await
+    }
+    async fn flow_cancel(&self, id: &FlowId) -> Result<Flow> {
+        self.flow_store()?.flow_cancel(id).await
     }
     fn due_hints(&self) -> Option<broadcast::Receiver<DueHint>> {
         self.events.then(|| self.store.due_hints()).flatten()

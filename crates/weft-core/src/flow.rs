@@ -539,12 +539,14 @@ fn check_acyclic(new_keys: &BTreeSet<&str>, edges: &[FlowEdge]) -> Result<()> {
     Ok(())
 }
 
-/// Most member transitions one flow operation applies. A whole flow fits:
-/// every member ends at most once and every edge is counted at most once.
-pub const CASCADE_STEPS_MAX: usize = FLOW_NODES_MAX + FLOW_EDGES_MAX;
+/// Most member transitions one operation applies before the rest of a
+/// cascade (a large fan-out, a big flow's cancel) continues through the
+/// partition's outbox, so no single operation holds the store for long.
+pub const CASCADE_CHUNK_MAX: usize = 256;
 
 /// A transition a member's change causes elsewhere in its flow.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub enum FollowUp {
     /// Count an upstream's end on member `id`'s join.
     UpstreamEnded {
@@ -689,7 +691,9 @@ pub fn cascade(
 }
 
 /// Settles a member transition the store has just written and runs what it
-/// causes: the one call every store makes after changing a flow member.
+/// causes, up to `CASCADE_CHUNK_MAX` transitions: the one call every store
+/// makes after changing a flow member. Returns the follow-ups left over,
+/// which the store appends to the partition's outbox in the same operation.
 pub fn after_member_transition(
     flow: &mut Flow,
     old: Option<&Execution>,
@@ -697,28 +701,23 @@ pub fn after_member_transition(
     io: &mut dyn MemberIo,
     now_ms: i64,
     config: &MachineConfig,
-) -> Result<()> {
+) -> Result<Vec<FollowUp>> {
     let follow = settle(flow, old, transition.execution.as_ref(), now_ms);
-    let left = cascade(flow, follow, io, now_ms, config, CASCADE_STEPS_MAX)?;
-    if !left.is_empty() {
-        return Err(Error::Internal(format!(
-            "{}: cascade exceeded {CASCADE_STEPS_MAX} steps",
-            flow.id
-        )));
-    }
-    Ok(())
+    cascade(flow, follow, io, now_ms, config, CASCADE_CHUNK_MAX)
 }
 
-/// Marks a flow cancelled and cancels every member that has not ended.
+/// Marks a flow cancelled and cancels every member that has not ended, up
+/// to `CASCADE_CHUNK_MAX` of them; returns the cancels left for the outbox.
+/// The flow ends `cancelled` with its last member.
 pub fn cancel_flow(
     flow: &mut Flow,
     io: &mut dyn MemberIo,
     now_ms: i64,
     config: &MachineConfig,
-) -> Result<()> {
+) -> Result<Vec<FollowUp>> {
     if flow.state.is_terminal() {
         if flow.cancelled {
-            return Ok(());
+            return Ok(Vec::new());
         }
         return Err(Error::conflict(format!(
             "{} already ended {:?}",
@@ -728,12 +727,12 @@ pub fn cancel_flow(
     flow.cancelled = true;
     flow.halted = true;
     let follow = cancel_all(flow, "flow cancelled");
-    cascade(flow, follow, io, now_ms, config, CASCADE_STEPS_MAX)?;
+    let left = cascade(flow, follow, io, now_ms, config, CASCADE_CHUNK_MAX)?;
     flow.state = derive_state(&flow.counts, flow.cancelled);
     if flow.state.is_terminal() && flow.finished_at_ms.is_none() {
         flow.finished_at_ms = Some(now_ms);
     }
-    Ok(())
+    Ok(left)
 }
 
 fn member_params(params: &SubmitParams) -> SubmitParams {
@@ -818,6 +817,7 @@ pub fn create(
 
 /// Adds nodes to a running flow: writes the new members through `io` and
 /// counts at once the ends of existing upstreams that already ended.
+/// Returns the follow-ups left for the outbox.
 pub fn add_nodes(
     flow: &mut Flow,
     spec: &FlowSpec,
@@ -825,7 +825,7 @@ pub fn add_nodes(
     mint: &mut dyn FnMut() -> ExecutionId,
     now_ms: i64,
     config: &MachineConfig,
-) -> Result<()> {
+) -> Result<Vec<FollowUp>> {
     if flow.state.is_terminal() {
         return Err(Error::conflict(format!(
             "{} already ended; nodes join running flows",
@@ -853,14 +853,7 @@ pub fn add_nodes(
             }
         }
     }
-    let left = cascade(flow, follow, io, now_ms, config, CASCADE_STEPS_MAX)?;
-    if !left.is_empty() {
-        return Err(Error::Internal(format!(
-            "{}: cascade exceeded {CASCADE_STEPS_MAX} steps",
-            flow.id
-        )));
-    }
-    Ok(())
+    cascade(flow, follow, io, now_ms, config, CASCADE_CHUNK_MAX)
 }
 
 /// The flow as its members say it is: counts and node states recomputed from

@@ -33,7 +33,7 @@ use weft_core::{
 
 use crate::db::Ctx;
 use crate::ops::{load_required, write_transition};
-use crate::{executions, flows, timers};
+use crate::{executions, flows, outbox, timers};
 
 /// Namespace of flow idempotency keys in `partition_for_key`.
 const FLOW_KEY_NAMESPACE: &str = "flow";
@@ -130,7 +130,8 @@ pub(crate) fn add_nodes(ctx: &mut Ctx<'_>, id: &FlowId, spec: &FlowSpec) -> Resu
     let (now_ms, machine) = (ctx.now_ms, ctx.machine);
     let mut mint = minter(id.partition(), now_ms);
     let mut io = Members { ctx: &mut *ctx };
-    flow::add_nodes(&mut flow, spec, &mut io, &mut mint, now_ms, machine)?;
+    let left = flow::add_nodes(&mut flow, spec, &mut io, &mut mint, now_ms, machine)?;
+    enqueue(ctx, &flow.id, &left)?;
     save(ctx, &flow, was_ended)?;
     Ok(flow)
 }
@@ -141,7 +142,8 @@ pub(crate) fn cancel(ctx: &mut Ctx<'_>, id: &FlowId) -> Result<Flow> {
     let mut flow = load_flow(ctx, id)?;
     let was_ended = flow.state.is_terminal();
     let (now_ms, machine) = (ctx.now_ms, ctx.machine);
-    flow::cancel_flow(&mut flow, &mut Members { ctx: &mut *ctx }, now_ms, machine)?;
+    let left = flow::cancel_flow(&mut flow, &mut Members { ctx: &mut *ctx }, now_ms, machine)?;
+    enqueue(ctx, &flow.id, &left)?;
     if !was_ended {
         save(ctx, &flow, was_ended)?;
     }
@@ -211,7 +213,8 @@ pub(crate) fn settle_member(
     let was_ended = flow.state.is_terminal();
     let (now_ms, machine) = (ctx.now_ms, ctx.machine);
     let mut io = Members { ctx: &mut *ctx };
-    flow::after_member_transition(&mut flow, old, transition, &mut io, now_ms, machine)?;
+    let left = flow::after_member_transition(&mut flow, old, transition, &mut io, now_ms, machine)?;
+    enqueue(ctx, &flow.id, &left)?;
     save(ctx, &flow, was_ended)?;
     Ok(Some(flow))
 }
@@ -297,4 +300,49 @@ pub(crate) fn reconcile(
         report.next_cursor = page.last().map(|f| f.id.to_string());
     }
     Ok(report)
+}
+
+/// Appends the follow-ups an operation left over to its partition's outbox
+/// and wakes the partition's owner to continue them at once.
+fn enqueue(ctx: &mut Ctx<'_>, flow_id: &FlowId, left: &[flow::FollowUp]) -> Result<()> {
+    if left.is_empty() {
+        return Ok(());
+    }
+    let partition = flow_id.partition();
+    let body = serde_json::to_string(left).map_err(|e| Error::Internal(e.to_string()))?;
+    outbox::push(ctx.conn, partition, flow_id.as_str(), &body, ctx.now_ms)?;
+    ctx.hints.push(DueHint {
+        partition,
+        due_ms: ctx.now_ms,
+    });
+    Ok(())
+}
+
+/// Continues up to `max` outbox entries of `partition`, oldest first: each
+/// runs its follow-ups for one more chunk and is deleted in this transaction
+/// (what a chunk leaves over becomes a new entry). Returns how many ran.
+pub(crate) fn drain_outbox(ctx: &mut Ctx<'_>, partition: PartitionId, max: u32) -> Result<u32> {
+    let mut ran = 0;
+    for entry in outbox::oldest(ctx.conn, partition, max)? {
+        outbox::delete(ctx.conn, entry.seq)?;
+        ran += 1;
+        let Some(mut flow) = flows::load(ctx.conn, &entry.flow_id)? else {
+            continue;
+        };
+        let follow: Vec<flow::FollowUp> = crate::db::from_json("outbox entry", &entry.body)?;
+        let was_ended = flow.state.is_terminal();
+        let (now_ms, machine) = (ctx.now_ms, ctx.machine);
+        let mut io = Members { ctx: &mut *ctx };
+        let left = flow::cascade(
+            &mut flow,
+            follow,
+            &mut io,
+            now_ms,
+            machine,
+            flow::CASCADE_CHUNK_MAX,
+        )?;
+        enqueue(ctx, &flow.id, &left)?;
+        save(ctx, &flow, was_ended)?;
+    }
+    Ok(ran)
 }

@@ -58,6 +58,7 @@ mod executions;
 mod flow_ops;
 mod flows;
 mod ops;
+mod outbox;
 mod schema;
 mod store;
 mod tick;

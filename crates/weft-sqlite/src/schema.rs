@@ -19,6 +19,7 @@ use crate::db::db_error;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_flows.sql"),
+    include_str!("../migrations/0003_outbox.sql"),
 ];
 
 /// The schema version this build writes and understands.

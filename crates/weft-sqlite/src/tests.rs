@@ -657,13 +657,14 @@ async fn the_audit_reports_flow_summaries_that_drift() {
 }
 
 #[tokio::test]
-async fn a_version_1_file_gains_the_flow_tables() {
+async fn a_version_1_file_gains_the_flow_and_outbox_tables() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("weft.db");
     drop(SqliteStore::open(SqliteConfig::file(&path)).unwrap());
     let conn = raw(&path);
     conn.execute_batch(
-        "DROP TABLE flows; DROP TABLE flow_idempotency_keys; PRAGMA user_version = 1;",
+        "DROP TABLE flows; DROP TABLE flow_idempotency_keys; DROP TABLE outbox;
+         PRAGMA user_version = 1;",
     )
     .unwrap();
     drop(conn);

@@ -17,7 +17,7 @@ use weft_core::{PartitionId, Result, TickReport, Timer, TimerKind};
 use crate::db::Ctx;
 use crate::ops::{commit_transition, write_transition};
 use crate::timers::{self, TimerRow};
-use crate::{executions, flow_ops};
+use crate::{executions, flow_ops, outbox};
 
 /// Applies up to `max` due timers of `partition`.
 pub(crate) fn tick(ctx: &mut Ctx<'_>, partition: PartitionId, max: u32) -> Result<TickReport> {
@@ -33,7 +33,15 @@ pub(crate) fn tick(ctx: &mut Ctx<'_>, partition: PartitionId, max: u32) -> Resul
             report.dropped += 1;
         }
     }
-    report.next_due_ms = timers::next_due(ctx.conn, partition)?;
+    // The outbox is due now: what the batch has room for runs in this tick.
+    let room = max.saturating_sub(report.applied + report.dropped);
+    if room > 0 {
+        report.applied += flow_ops::drain_outbox(ctx, partition, room)?;
+    }
+    report.next_due_ms = match outbox::any(ctx.conn, partition)? {
+        true => Some(ctx.now_ms),
+        false => timers::next_due(ctx.conn, partition)?,
+    };
     Ok(report)
 }
 

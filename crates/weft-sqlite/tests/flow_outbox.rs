@@ -15,6 +15,10 @@ use weft_core::{
 use weft_sqlite::{SqliteConfig, SqliteStore};
 
 const CHILDREN: usize = 600;
+const _: () = assert!(
+    CHILDREN + 1 > CASCADE_CHUNK_MAX,
+    "the flow must not fit one chunk"
+);
 
 fn fan_out(lane: &str) -> FlowSpec {
     let node = |key: String| {
@@ -55,10 +59,6 @@ async fn drain(store: &SqliteStore, partition: PartitionId) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_cascades_and_cancels_continue_through_the_outbox() {
-    assert!(
-        CHILDREN + 1 > CASCADE_CHUNK_MAX,
-        "the flow must not fit one chunk"
-    );
     let store = SqliteStore::open(SqliteConfig::memory()).expect("open");
     let flow = store
         .flow_create(&fan_out("fan"))

@@ -41,6 +41,12 @@ struct Args {
     /// Tasks in the delayed-work scenario.
     #[arg(long, default_value_t = 1000)]
     delayed: u32,
+    /// Flows in the chain scenario.
+    #[arg(long, default_value_t = 100)]
+    flows: u32,
+    /// Rounds of the quorum-cancel scenario.
+    #[arg(long, default_value_t = 20)]
+    quorum_rounds: u32,
     /// Seconds the idle engine is watched.
     #[arg(long, default_value_t = 5)]
     idle_seconds: u64,
@@ -155,18 +161,15 @@ async fn run(args: &Args) -> Result<Vec<Row>, String> {
         row.ratio_to_baseline = row.throughput_per_s.zip(baseline_rate).map(|(w, b)| w / b);
         rows.push(row);
     }
-    for (scenario, issue) in [
-        ("flows 100 × 10-node chain", "#5"),
-        ("suspend → signal → resume", "#6"),
-        ("quorum(1 of 100) cancel_remaining", "#5"),
-    ] {
-        rows.push(Row {
-            scenario: scenario.into(),
-            backend: "-".into(),
-            note: format!("skipped: needs {issue}"),
-            ..Row::default()
-        });
+    for backend in [Backend::Valkey, Backend::Sqlite] {
+        rows.extend(flow_rows(&env, &backend, args).await?);
     }
+    rows.push(Row {
+        scenario: "suspend → signal → resume".into(),
+        backend: "-".into(),
+        note: "skipped: needs #6".into(),
+        ..Row::default()
+    });
     for backend in [Backend::Valkey, Backend::Sqlite] {
         rows.push(delayed_row(&env, &backend, args).await?);
     }
@@ -253,6 +256,52 @@ fn throughput_measured_row(
         ratio_to_baseline: None,
         note: String::new(),
     }
+}
+
+async fn flow_rows(env: &Env, backend: &Backend, args: &Args) -> Result<Vec<Row>, String> {
+    let store = env.store(backend, "flows").await?;
+    let chain_name = format!(
+        "flows: {} × 10-node chain, {} workers",
+        args.flows, args.workers
+    );
+    let quorum_name = "flows: quorum(1 of 100) cancel_remaining, siblings cancelled".to_owned();
+    if !store.supports_flows() {
+        let skipped = |scenario: String| Row {
+            scenario,
+            backend: backend.name().into(),
+            note: "skipped: this store has no flows yet (#5)".into(),
+            ..Row::default()
+        };
+        return Ok(vec![skipped(chain_name), skipped(quorum_name)]);
+    }
+    let engine = Engine::try_start(Arc::clone(&store), EngineConfig::default())
+        .map_err(|e| e.to_string())?;
+    let mut chains =
+        scenarios::flows::chains(Arc::clone(&store), args.flows, 10, args.workers).await?;
+    let mut quorum =
+        scenarios::flows::quorum_cancel(Arc::clone(&store), 100, args.quorum_rounds).await?;
+    engine.shutdown().await;
+    let promotion = Percentiles::of(&mut chains.promotion_latencies_ms);
+    Ok(vec![
+        Row {
+            scenario: chain_name,
+            backend: backend.name().into(),
+            throughput_per_s: Some(f64::from(args.flows) / chains.elapsed.as_secs_f64()),
+            latency: Some(Percentiles::of(&mut chains.flow_latencies_ms)),
+            note: format!(
+                "flows/s; latency per flow; promotion per level p50 {:.2} ms, p99 {:.2} ms",
+                promotion.p50_ms, promotion.p99_ms
+            ),
+            ..Row::default()
+        },
+        Row {
+            scenario: quorum_name,
+            backend: backend.name().into(),
+            latency: Some(Percentiles::of(&mut quorum)),
+            note: "ms from the winning completion to 99 siblings cancelled".into(),
+            ..Row::default()
+        },
+    ])
 }
 
 async fn delayed_row(env: &Env, backend: &Backend, args: &Args) -> Result<Row, String> {

@@ -1,6 +1,7 @@
 //! The scenarios. Each runs against one backend and returns its row.
 
 pub mod delayed;
+pub mod flows;
 pub mod idle;
 pub mod throughput;
 

@@ -16,7 +16,8 @@ use crate::ids::{ExecutionId, FlowId, PartitionCount, PartitionId};
 use crate::machine::LeaseRef;
 use crate::model::{
     check_lease_ms, check_name, check_worker_id, normalize_capabilities, Attempt, ErrorInfo,
-    Execution, State, SubmitParams, Task, CLAIM_MAX, LANE_LEN_MAX,
+    Execution, State, SubmitParams, Task, CLAIM_MAX, DURATION_MS_MAX, LANE_LEN_MAX,
+    WORKER_ID_LEN_MAX,
 };
 
 /// Most executions one list page returns.
@@ -219,6 +220,27 @@ pub struct RebalanceParams {
     pub lease_ms: i64,
     /// `true` to give up every partition and leave (graceful shutdown).
     pub leaving: bool,
+}
+
+impl RebalanceParams {
+    /// Checks the instance id (1..=128 bytes, no control characters) and that
+    /// the lease is positive and at most `DURATION_MS_MAX`.
+    pub fn validate(&self) -> Result<()> {
+        let id = &self.instance_id;
+        if id.is_empty() || id.len() > WORKER_ID_LEN_MAX || id.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                "instance_id",
+                format!("must be 1..={WORKER_ID_LEN_MAX} bytes without control characters"),
+            ));
+        }
+        if self.lease_ms <= 0 || self.lease_ms > DURATION_MS_MAX {
+            return Err(Error::invalid(
+                "lease_ms",
+                format!("must be 1..={DURATION_MS_MAX}, got {}", self.lease_ms),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Who holds a partition.

@@ -61,32 +61,6 @@ pub(crate) fn rebalance(ctx: &Ctx<'_>, params: &RebalanceParams) -> Result<Vec<P
     Ok(mine)
 }
 
-/// Checks a rebalance's fields.
-pub(crate) fn check_rebalance(params: &RebalanceParams) -> Result<()> {
-    let id = &params.instance_id;
-    if id.is_empty() || id.len() > weft_core::WORKER_ID_LEN_MAX || id.chars().any(char::is_control)
-    {
-        return Err(Error::invalid(
-            "instance_id",
-            format!(
-                "must be 1..={} bytes without control characters",
-                weft_core::WORKER_ID_LEN_MAX
-            ),
-        ));
-    }
-    if params.lease_ms <= 0 || params.lease_ms > weft_core::DURATION_MS_MAX {
-        return Err(Error::invalid(
-            "lease_ms",
-            format!(
-                "must be 1..={}, got {}",
-                weft_core::DURATION_MS_MAX,
-                params.lease_ms
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// Removes the instance and releases everything it holds.
 fn leave(ctx: &Ctx<'_>, me: &str) -> Result<()> {
     for sql in [

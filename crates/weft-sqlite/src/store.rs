@@ -206,7 +206,7 @@ impl Store for SqliteStore {
     }
 
     async fn engine_rebalance(&self, params: &RebalanceParams) -> Result<Vec<PartitionId>> {
-        engine::check_rebalance(params)?;
+        params.validate()?;
         let params = params.clone();
         self.run(Access::Write, move |ctx| engine::rebalance(ctx, &params))
             .await

@@ -35,6 +35,13 @@ local ERR_TIMED_OUT = '{"message":"the attempt exceeded timeout_ms","kind":"time
 local ERR_DEADLINE = '{"message":"the execution reached its deadline","kind":"deadline"}'
 
 -- Integers as decimal text; `%d` goes through a C long, exact below 2^53.
+-- Settles a flow member's transition on its flow; set by flow.lua, called
+-- by `commit` and `purge`.
+local flow_hook
+-- Retention of flow members, set by flow.lua: `flow_purge_allowed(c, e)`,
+-- `flow_after_purge(c, flow_id)`, `flow_timer_deferred(c, e, kind, due)`.
+local flow_purge_allowed, flow_after_purge, flow_timer_deferred
+
 local function int(n)
   return string.format('%d', n)
 end

@@ -127,7 +127,13 @@ local function fn_claim(keys, args)
     local e = load(c, string.sub(entry[2], 17))
     if e and e.f.state == 'waiting' then
       claim_one(c, e, worker_id, args[i + #tasks], lease_ms)
-      tasks[#tasks + 1] = flat(e)
+      local task = flat(e)
+      if e.f.flow_id then
+        -- Not stored: the upstreams' results as they are now.
+        task[#task + 1] = '_inputs'
+        task[#task + 1] = flow_inputs(c, e)
+      end
+      tasks[#tasks + 1] = task
     end
   end
   return ok(tasks)
@@ -293,6 +299,9 @@ local function fn_replay(keys, args)
   local e, failure = load_arg(c, args)
   if not e then
     return failure
+  end
+  if e.f.flow_id then
+    return err('conflict_flow_member')
   end
   if not TERMINAL[e.f.state] then
     return err('conflict_not_ended', e.f.state)

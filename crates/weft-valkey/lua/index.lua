@@ -163,13 +163,16 @@ local function commit(c, e, before)
   if before == nil then
     index_add(c, after.index)
     move_timers(c, e.f.id, {}, after.timers)
-    return
+  else
+    if not same_index(before.index, after.index) then
+      index_remove(c, before.index)
+      index_add(c, after.index)
+    end
+    move_timers(c, e.f.id, before.timers, after.timers)
   end
-  if not same_index(before.index, after.index) then
-    index_remove(c, before.index)
-    index_add(c, after.index)
+  if e.f.flow_id then
+    flow_hook(c, e.f.flow_id, before and before.state, e)
   end
-  move_timers(c, e.f.id, before.timers, after.timers)
 end
 
 -- Retention: removes everything of the execution.
@@ -182,5 +185,8 @@ local function purge(c, e, before)
   local key = e.f.idempotency_key
   if key and redis.call('HGET', c.root .. 'k', key) == id then
     redis.call('HDEL', c.root .. 'k', key)
+  end
+  if e.f.flow_id then
+    flow_after_purge(c, e.f.flow_id)
   end
 end

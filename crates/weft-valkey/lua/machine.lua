@@ -182,6 +182,11 @@ local function fire(c, e, kind, due)
     put(e, 'error', ERR_DEADLINE)
     finish(c, e, 'expired')
   elseif kind == 'retention' then
+    -- A flow member stays until its flow has ended; the flow's end sets
+    -- the timer again.
+    if e.f.flow_id and not flow_purge_allowed(c, e) then
+      return 'dropped'
+    end
     purge(c, e, before)
     return 'applied'
   else

@@ -50,7 +50,7 @@ local function audit_execution(c, e, problem)
   end
   for kind, due in pairs(timers_of(c, e)) do
     local score = redis.call('ZSCORE', c.root .. 't', timer_member(kind, id))
-    if tonumber(score) ~= due then
+    if tonumber(score) ~= due and not flow_timer_deferred(c, e, kind, due) then
       problem(id .. ' lacks its ' .. kind .. ' timer at ' .. int(due))
     end
   end
@@ -132,6 +132,7 @@ local function fn_audit(keys, args)
   end
   audit_indexes(c, problem)
   audit_timers(c, problem)
+  audit_flows(c, problem)
   return ok(int(#ids), problems)
 end
 

@@ -17,6 +17,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use redis::Value;
+use weft_core::flow::{
+    EdgeOn, Flow, FlowEdge, FlowNode, FlowState, Join, JoinMode, JoinState, OnFailure, StateCounts,
+};
 use weft_core::{
     Attempt, AttemptNumber, AttemptState, Backoff, EndedBy, EndedLease, Error, ErrorInfo,
     Execution, ExecutionId, FlowId, Lease, LeaseEpoch, LeaseId, Result, State,
@@ -148,6 +151,9 @@ pub fn refusal_error(
         },
         "conflict_ended" => Error::conflict(format!("{id} already ended {}", refusal.a)),
         "conflict_not_ended" => Error::conflict(format!("{id} is {}, not ended", refusal.a)),
+        "conflict_flow_member" => Error::conflict(format!(
+            "{id} is a flow member: its downstreams already counted its end"
+        )),
         other => Error::Internal(format!(
             "weft library refused with {other:?}: {}",
             refusal.a
@@ -213,6 +219,23 @@ impl Row {
         }))
     }
 
+    fn join(&self) -> Result<Option<JoinState>> {
+        let Some(total) = self.opt_num::<u32>("join_total")? else {
+            return Ok(None);
+        };
+        let mode = self.text("join_mode")?;
+        Ok(Some(JoinState {
+            join: Join {
+                mode: join_mode(&mode).ok_or_else(|| bad(format!("join_mode = {mode:?}")))?,
+                n: self.opt_num("join_n")?,
+                cancel_remaining: self.opt_text("join_cancel_remaining").as_deref() == Some("1"),
+            },
+            total,
+            fired: self.num("join_fired")?,
+            dead: self.num("join_dead")?,
+        }))
+    }
+
     fn backoff(&self) -> Result<Backoff> {
         Ok(Backoff {
             initial_ms: self.num("backoff_initial_ms")?,
@@ -268,7 +291,7 @@ pub fn decode_execution(value: &Value) -> Result<Execution> {
         epoch: LeaseEpoch(row.num("epoch")?),
         ended_lease: row.ended_lease()?,
         cancel_reason: row.opt_text("cancel_reason"),
-        join: None,
+        join: row.join()?,
     })
 }
 
@@ -305,6 +328,144 @@ pub fn submit_fields(exec: &Execution) -> Result<Vec<(&'static str, String)>> {
         out.push(("idempotency_key", key.clone()));
     }
     Ok(out)
+}
+
+fn join_mode(text: &str) -> Option<JoinMode> {
+    match text {
+        "all" => Some(JoinMode::All),
+        "any" => Some(JoinMode::Any),
+        "quorum" => Some(JoinMode::Quorum),
+        _ => None,
+    }
+}
+
+/// A join mode as the library stores it.
+pub fn join_mode_text(mode: JoinMode) -> &'static str {
+    match mode {
+        JoinMode::All => "all",
+        JoinMode::Any => "any",
+        JoinMode::Quorum => "quorum",
+    }
+}
+
+/// An edge's `on` as the library stores it.
+pub fn edge_on_text(on: EdgeOn) -> &'static str {
+    match on {
+        EdgeOn::Success => "success",
+        EdgeOn::Failure => "failure",
+        EdgeOn::Any => "any",
+    }
+}
+
+fn edge_on(text: &str) -> Result<EdgeOn> {
+    match text {
+        "success" => Ok(EdgeOn::Success),
+        "failure" => Ok(EdgeOn::Failure),
+        "any" => Ok(EdgeOn::Any),
+        other => Err(bad(format!("edge on {other:?}"))),
+    }
+}
+
+/// `on_failure` as the library stores it.
+pub fn on_failure_text(on: OnFailure) -> &'static str {
+    match on {
+        OnFailure::Continue => "continue",
+        OnFailure::CancelFlow => "cancel_flow",
+    }
+}
+
+/// A flow state as the library stores it.
+pub fn flow_state_text(state: FlowState) -> &'static str {
+    match state {
+        FlowState::Running => "running",
+        FlowState::Blocked => "blocked",
+        FlowState::Completed => "completed",
+        FlowState::Failed => "failed",
+        FlowState::Cancelled => "cancelled",
+    }
+}
+
+/// Parses a stored flow state.
+pub fn flow_state(text: &str) -> Option<FlowState> {
+    [
+        FlowState::Running,
+        FlowState::Blocked,
+        FlowState::Completed,
+        FlowState::Failed,
+        FlowState::Cancelled,
+    ]
+    .into_iter()
+    .find(|s| flow_state_text(*s) == text)
+}
+
+/// Parses one flow reply: `[meta fields, nodes, edges]`.
+pub fn decode_flow(value: &Value) -> Result<Flow> {
+    let [meta, nodes, edges] = array(value)? else {
+        return Err(bad("a flow reply without meta, nodes and edges"));
+    };
+    let row = Row(field_map(meta)?);
+    let id = FlowId::parse(&row.text("id")?).map_err(|_| bad("a malformed flow id"))?;
+    let mut counts = StateCounts::default();
+    for (field, n) in &row.0 {
+        if let Some(state) = field.strip_prefix("n:") {
+            let state = State::parse(state).map_err(bad)?;
+            let n: u32 = n.parse().map_err(|_| bad(format!("{field} = {n:?}")))?;
+            if n > 0 {
+                counts.0.insert(state, n);
+            }
+        }
+    }
+    let state = row.text("state")?;
+    let on_failure = row.text("on_failure")?;
+    Ok(Flow {
+        id,
+        name: row.opt_text("name"),
+        state: flow_state(&state).ok_or_else(|| bad(format!("flow state {state:?}")))?,
+        idempotency_key: row.opt_text("idempotency_key"),
+        on_failure: match on_failure.as_str() {
+            "continue" => OnFailure::Continue,
+            "cancel_flow" => OnFailure::CancelFlow,
+            other => return Err(bad(format!("on_failure {other:?}"))),
+        },
+        cancelled: row.opt_text("cancelled").as_deref() == Some("1"),
+        halted: row.opt_text("halted").as_deref() == Some("1"),
+        nodes: array(nodes)?
+            .iter()
+            .map(|v| decode_node(&text(v)?))
+            .collect::<Result<_>>()?,
+        edges: array(edges)?
+            .iter()
+            .map(|v| decode_edge(&text(v)?))
+            .collect::<Result<_>>()?,
+        counts,
+        created_at_ms: row.num("created_at_ms")?,
+        updated_at_ms: row.num("updated_at_ms")?,
+        finished_at_ms: row.opt_num("finished_at_ms")?,
+    })
+}
+
+fn decode_node(entry: &str) -> Result<FlowNode> {
+    let parts: Vec<&str> = entry.split(ATTEMPT_SEP).collect();
+    let [key, id, state] = parts[..] else {
+        return Err(bad(format!("flow node {entry:?}")));
+    };
+    Ok(FlowNode {
+        key: key.to_owned(),
+        execution_id: ExecutionId::parse(id).map_err(|_| bad("a malformed member id"))?,
+        state: State::parse(state).map_err(bad)?,
+    })
+}
+
+fn decode_edge(entry: &str) -> Result<FlowEdge> {
+    let parts: Vec<&str> = entry.split(ATTEMPT_SEP).collect();
+    let [from, to, on] = parts[..] else {
+        return Err(bad(format!("flow edge {entry:?}")));
+    };
+    Ok(FlowEdge {
+        from: from.to_owned(),
+        to: to.to_owned(),
+        on: edge_on(on)?,
+    })
 }
 
 fn attempt_state(text: &str) -> Result<AttemptState> {

@@ -2,8 +2,9 @@
 //!
 //! Definitions: the library publishes `<partition>:<due_ms>` on the store's
 //! due channel when a transition sets a timer earlier than its partition's
-//! earliest, and `R|<partition>|<lane>` / `E|<state>|<id>` on its events
-//! channel when an execution becomes claimable / ends. A task subscribed to
+//! earliest, and `R|<partition>|<lane>` / `E|<state>|<id>` /
+//! `F|<state>|<flow id>` on its events channel when an execution becomes
+//! claimable / ends / a flow's last member ends. A task subscribed to
 //! both on a dedicated connection turns each message into a `DueHint` or a
 //! `StoreEvent` on a broadcast channel.
 //!
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::{broadcast, watch};
-use weft_core::{DueHint, ExecutionId, PartitionCount, PartitionId, State, StoreEvent};
+use weft_core::{DueHint, ExecutionId, FlowId, PartitionCount, PartitionId, State, StoreEvent};
 
 /// Messages buffered per receiver before the slowest loses the oldest.
 pub const HINT_BUFFER: usize = 1024;
@@ -47,6 +48,10 @@ pub fn parse_event(payload: &str, count: PartitionCount) -> Option<StoreEvent> {
         ("E", state, id) => Some(StoreEvent::Ended {
             id: ExecutionId::parse(id).ok()?,
             state: State::parse(state).ok()?,
+        }),
+        ("F", state, id) => Some(StoreEvent::FlowEnded {
+            id: FlowId::parse(id).ok()?,
+            state: crate::codec::flow_state(state)?,
         }),
         _ => None,
     }
@@ -155,5 +160,14 @@ mod tests {
         assert_eq!(parse_event("R|9|a", count), None);
         assert_eq!(parse_event("E|bogus|ex_1", count), None);
         assert_eq!(parse_event("X|1|a", count), None);
+        let flow = FlowId::mint(PartitionId(2), 5);
+        assert_eq!(
+            parse_event(&format!("F|cancelled|{flow}"), count),
+            Some(StoreEvent::FlowEnded {
+                id: flow,
+                state: weft_core::flow::FlowState::Cancelled
+            })
+        );
+        assert_eq!(parse_event("F|bogus|fl_1", count), None);
     }
 }

@@ -32,6 +32,7 @@
 
 mod codec;
 mod config;
+mod flows;
 mod hints;
 pub mod keys;
 mod library;

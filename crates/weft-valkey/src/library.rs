@@ -18,7 +18,8 @@ use weft_core::{Error, Result};
 macro_rules! library_version {
     () => {
         // 2: `weft_release`; `ended_lease_completed` became `ended_lease_by`.
-        "2"
+        // 3: flows (`weft_flow_*`, member settling in `commit`, claim inputs).
+        "3"
     };
 }
 
@@ -42,6 +43,7 @@ const LIBRARY_BODY: &str = concat!(
     include_str!("../lua/backoff.lua"),
     include_str!("../lua/index.lua"),
     include_str!("../lua/machine.lua"),
+    include_str!("../lua/flow.lua"),
     include_str!("../lua/execution.lua"),
     include_str!("../lua/partition.lua"),
     include_str!("../lua/engine.lua"),

@@ -12,11 +12,13 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
+use weft_core::flow::{Flow, FlowSpec};
 use weft_core::{
     Attempt, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, Error, Execution,
-    ExecutionId, FailParams, HeartbeatParams, HeartbeatReply, LaneDepth, LeaseEpoch, ListParams,
-    Page, PartitionCount, PartitionId, PartitionOwner, RebalanceParams, ReleaseParams, Result,
-    Store, StoreEvent, SubmitParams, Submitted, Task, TickReport, LIST_LIMIT_MAX,
+    ExecutionId, FailParams, FlowCreated, FlowId, FlowListParams, FlowPage, HeartbeatParams,
+    HeartbeatReply, LaneDepth, LeaseEpoch, ListParams, Page, PartitionCount, PartitionId,
+    PartitionOwner, RebalanceParams, ReconcileReport, ReleaseParams, Result, Store, StoreEvent,
+    SubmitParams, Submitted, Task, TickReport, LIST_LIMIT_MAX,
 };
 
 use crate::codec;
@@ -135,7 +137,7 @@ impl ValkeyStore {
     }
 
     async fn rebalance(&self, params: &RebalanceParams) -> Result<Vec<PartitionId>> {
-        check_rebalance(params)?;
+        params.validate()?;
         let mut cmd = redis::cmd("FCALL");
         cmd.arg("weft_rebalance")
             .arg(1)
@@ -184,32 +186,6 @@ impl ValkeyStore {
         owners.sort_by_key(|o| o.partition);
         Ok(owners)
     }
-}
-
-/// Checks a rebalance's fields, as every store does.
-fn check_rebalance(params: &RebalanceParams) -> Result<()> {
-    let id = &params.instance_id;
-    if id.is_empty() || id.len() > weft_core::WORKER_ID_LEN_MAX || id.chars().any(char::is_control)
-    {
-        return Err(Error::invalid(
-            "instance_id",
-            format!(
-                "must be 1..={} bytes without control characters",
-                weft_core::WORKER_ID_LEN_MAX
-            ),
-        ));
-    }
-    if params.lease_ms <= 0 || params.lease_ms > weft_core::DURATION_MS_MAX {
-        return Err(Error::invalid(
-            "lease_ms",
-            format!(
-                "must be 1..={}, got {}",
-                weft_core::DURATION_MS_MAX,
-                params.lease_ms
-            ),
-        ));
-    }
-    Ok(())
 }
 
 #[async_trait]
@@ -403,6 +379,39 @@ impl Store for ValkeyStore {
 
     async fn partition_owners(&self) -> Result<Vec<PartitionOwner>> {
         self.owners().await
+    }
+
+    fn supports_flows(&self) -> bool {
+        true
+    }
+
+    async fn flow_create(&self, spec: &FlowSpec) -> Result<FlowCreated> {
+        self.flow_create_impl(spec).await
+    }
+
+    async fn flow_get(&self, id: &FlowId) -> Result<Flow> {
+        self.flow_get_impl(id).await
+    }
+
+    async fn flow_list(&self, params: &FlowListParams) -> Result<FlowPage> {
+        self.flow_list_impl(params).await
+    }
+
+    async fn flow_add_nodes(&self, id: &FlowId, spec: &FlowSpec) -> Result<Flow> {
+        self.flow_add_nodes_impl(id, spec).await
+    }
+
+    async fn flow_cancel(&self, id: &FlowId) -> Result<Flow> {
+        self.flow_cancel_impl(id).await
+    }
+
+    async fn flow_reconcile(
+        &self,
+        partition: PartitionId,
+        cursor: Option<&str>,
+        max: u32,
+    ) -> Result<ReconcileReport> {
+        self.flow_reconcile_impl(partition, cursor, max).await
     }
 
     fn due_hints(&self) -> Option<broadcast::Receiver<DueHint>> {

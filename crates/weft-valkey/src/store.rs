@@ -412,7 +412,14 @@ pub(crate) fn decode_tasks(reply: Value) -> Result<Vec<Task>> {
     };
     codec::array(list)?
         .iter()
-        .map(|value| task_of(codec::decode_execution(value)?))
+        .map(|value| {
+            let mut task = task_of(codec::decode_execution(value)?)?;
+            if let Some(raw) = codec::field_map(value)?.get("_inputs") {
+                task.inputs = serde_json::from_str(raw)
+                    .map_err(|e| Error::Internal(format!("claim inputs: {e}")))?;
+            }
+            Ok(task)
+        })
         .collect()
 }
 

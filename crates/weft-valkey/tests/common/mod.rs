@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod flows;
+
 use std::sync::Arc;
 
 use weft_core::{PartitionCount, Store};

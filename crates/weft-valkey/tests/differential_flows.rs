@@ -1,0 +1,268 @@
+//! Differential test of flows: the Valkey store and the SQLite store agree.
+//!
+//! Goal: a flow driven the same way on both stores ends up the same: flow
+//! state, counts, flags, nodes and edges, and every member's state, join
+//! counters, cancel reason and result; claims see the same inputs; refused
+//! operations are refused with the same kind.
+//! Method: random small DAGs (random edges, `on`, joins, `on_failure`) are
+//! created on an in-memory SQLite store and on Valkey; random steps (claim
+//! and complete or fail a member, cancel a member, cancel the flow, add
+//! nodes) are chosen from the SQLite side's state and applied to both, then
+//! everything is compared. Members are named by node key, since ids differ.
+//! `WEFT_DIFF_SEED` replays a run, `WEFT_DIFF_FLOWS` sets the number of flows.
+
+mod common;
+
+use serde_json::json;
+use weft_core::flow::{Flow, OnFailure};
+use weft_core::{
+    CancelParams, ClaimParams, CompleteParams, Error, ErrorInfo, FailParams, FlowId, LeaseRef,
+    PartitionCount, PartitionId, Result, State, Store, Task,
+};
+use weft_sqlite::{SqliteConfig, SqliteStore};
+
+use common::flows::random_spec;
+
+const PARTITIONS: u16 = 4;
+
+fn kind<T>(result: &Result<T>) -> String {
+    match result {
+        Ok(_) => "ok".into(),
+        Err(Error::InvalidArgument { field, .. }) => format!("invalid {field}"),
+        Err(e) => e.kind().to_owned(),
+    }
+}
+
+/// One store with the flow under test.
+struct Side<'a> {
+    store: &'a dyn Store,
+    id: FlowId,
+}
+
+async fn claim(store: &dyn Store, lane: &str) -> Option<Task> {
+    let params = ClaimParams {
+        worker_id: "w".into(),
+        lanes: vec![lane.to_owned()],
+        capabilities: vec![],
+        max: 1,
+        lease_ms: 600_000,
+    };
+    for p in 0..PARTITIONS {
+        let mut tasks = store
+            .execution_claim(PartitionId(p), &params)
+            .await
+            .unwrap();
+        if let Some(task) = tasks.pop() {
+            return Some(task);
+        }
+    }
+    None
+}
+
+fn member_view(flow: &Flow, key: &str) -> weft_core::ExecutionId {
+    flow.member(key).expect("a node").clone()
+}
+
+async fn compare(sides: &[Side<'_>; 2], context: &str) {
+    let a = sides[0].store.flow_get(&sides[0].id).await.unwrap();
+    let b = sides[1].store.flow_get(&sides[1].id).await.unwrap();
+    assert_eq!(a.state, b.state, "{context}: flow state");
+    assert_eq!(a.counts, b.counts, "{context}: counts");
+    assert_eq!(
+        (a.cancelled, a.halted),
+        (b.cancelled, b.halted),
+        "{context}: flags"
+    );
+    assert_eq!(a.edges, b.edges, "{context}: edges");
+    assert_eq!(a.on_failure, b.on_failure, "{context}: on_failure");
+    assert_eq!(
+        a.finished_at_ms.is_some(),
+        b.finished_at_ms.is_some(),
+        "{context}: finished"
+    );
+    let keys = |f: &Flow| {
+        f.nodes
+            .iter()
+            .map(|n| (n.key.clone(), n.state))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(&a), keys(&b), "{context}: nodes");
+    for node in &a.nodes {
+        let x = sides[0]
+            .store
+            .execution_get(&node.execution_id)
+            .await
+            .unwrap();
+        let y = sides[1]
+            .store
+            .execution_get(&member_view(&b, &node.key))
+            .await
+            .unwrap();
+        let view = |e: &weft_core::Execution| {
+            (
+                e.state,
+                e.join,
+                e.cancel_reason.clone(),
+                e.result.clone(),
+                e.error.as_ref().and_then(|x| x.kind.clone()),
+                e.flow_node.clone(),
+                e.attempts,
+            )
+        };
+        assert_eq!(view(&x), view(&y), "{context}: member {}", node.key);
+    }
+}
+
+/// One random step on both sides; says what it did.
+async fn step(sides: &[Side<'_>; 2], rng: &mut fastrand::Rng, tag: &str) -> String {
+    let flow = sides[0].store.flow_get(&sides[0].id).await.unwrap();
+    let roll = rng.u8(..100);
+    if roll < 3 {
+        let a = sides[0].store.flow_cancel(&sides[0].id).await;
+        let b = sides[1].store.flow_cancel(&sides[1].id).await;
+        assert_eq!(kind(&a), kind(&b), "flow cancel");
+        return format!("flow cancel: {}", kind(&a));
+    }
+    if roll < 9 && flow.nodes.len() < 14 {
+        let n = rng.usize(1..3);
+        let spec = random_spec(rng, tag, flow.nodes.len(), n);
+        let a = sides[0].store.flow_add_nodes(&sides[0].id, &spec).await;
+        let b = sides[1].store.flow_add_nodes(&sides[1].id, &spec).await;
+        assert_eq!(kind(&a), kind(&b), "add nodes");
+        return format!("add {n}: {}", kind(&a));
+    }
+    let node = &flow.nodes[rng.usize(..flow.nodes.len())];
+    let key = node.key.clone();
+    let cancel_odds = match node.state {
+        State::Active => 1,
+        State::Blocked => 2,
+        State::Waiting => 1,
+        _ => 0,
+    };
+    if rng.u8(..10) < cancel_odds {
+        let mut kinds = Vec::new();
+        for side in sides {
+            let f = side.store.flow_get(&side.id).await.unwrap();
+            let r = side
+                .store
+                .execution_cancel(&CancelParams {
+                    execution_id: member_view(&f, &key),
+                    reason: Some("test".into()),
+                })
+                .await;
+            kinds.push(kind(&r));
+        }
+        assert_eq!(kinds[0], kinds[1], "cancel {key}");
+        return format!("cancel {key}");
+    }
+    match node.state {
+        State::Waiting => {
+            let lane = format!("{tag}-{key}");
+            let a = claim(sides[0].store, &lane).await.expect("claimable");
+            let b = claim(sides[1].store, &lane).await.expect("claimable");
+            assert_eq!(a.inputs, b.inputs, "inputs of {key}");
+            assert_eq!(a.flow_node, b.flow_node);
+            format!("claim {key}")
+        }
+        State::Active => {
+            let ok = rng.u8(..10) < 7;
+            for side in sides {
+                let f = side.store.flow_get(&side.id).await.unwrap();
+                let id = member_view(&f, &key);
+                let exec = side.store.execution_get(&id).await.unwrap();
+                let lease = exec.lease.expect("active members hold a lease");
+                let lease = LeaseRef {
+                    lease_id: lease.id,
+                    epoch: lease.epoch,
+                };
+                if ok {
+                    side.store
+                        .execution_complete(&CompleteParams {
+                            execution_id: id,
+                            lease,
+                            result: json!({ "from": key }),
+                        })
+                        .await
+                        .unwrap();
+                } else {
+                    side.store
+                        .execution_fail(&FailParams {
+                            execution_id: id,
+                            lease,
+                            error: ErrorInfo::new("boom", "it broke"),
+                            retryable: false,
+                        })
+                        .await
+                        .unwrap();
+                }
+            }
+            format!("{} {key}", if ok { "complete" } else { "fail" })
+        }
+        _ => "nothing".into(),
+    }
+}
+
+#[tokio::test]
+async fn sqlite_and_valkey_agree_on_flows() {
+    let url = common::url(common::VALKEY_URL_VAR);
+    let seed = std::env::var("WEFT_DIFF_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    let flows: usize = std::env::var("WEFT_DIFF_FLOWS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    println!("flow differential: {flows} flows, WEFT_DIFF_SEED={seed}");
+    let count = PartitionCount::new(PARTITIONS).expect("count");
+    let sqlite = SqliteStore::open(SqliteConfig::memory().with_partitions(count)).expect("sqlite");
+    let config = common::config(&url, Some(PARTITIONS));
+    let _cleanup = common::Cleanup {
+        url,
+        prefix: config.key_prefix.clone(),
+    };
+    let valkey = common::connect(config).await;
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut steps = std::collections::BTreeMap::<String, usize>::new();
+    for case in 0..flows {
+        let tag = format!("c{case}");
+        let n = rng.usize(1..8);
+        let mut spec = random_spec(&mut rng, &tag, 0, n);
+        if rng.u8(..4) == 0 {
+            spec.on_failure = OnFailure::CancelFlow;
+        }
+        let sides = [
+            Side {
+                store: &sqlite,
+                id: sqlite.flow_create(&spec).await.unwrap().flow.id,
+            },
+            Side {
+                store: &valkey,
+                id: valkey.flow_create(&spec).await.unwrap().flow.id,
+            },
+        ];
+        compare(&sides, &format!("seed {seed} case {case} create")).await;
+        for n in 0..60 {
+            let ended = sides[0].store.flow_get(&sides[0].id).await.unwrap();
+            if ended.state.is_terminal() && rng.u8(..4) != 0 {
+                break;
+            }
+            let what = step(&sides, &mut rng, &tag).await;
+            *steps
+                .entry(what.split(' ').next().unwrap_or("").to_owned())
+                .or_default() += 1;
+            compare(
+                &sides,
+                &format!("seed {seed} case {case} step {n} ({what})"),
+            )
+            .await;
+        }
+    }
+    for p in 0..PARTITIONS {
+        for store in [&sqlite as &dyn Store, &valkey] {
+            let report = store.partition_audit(PartitionId(p)).await.unwrap();
+            assert!(report.problems.is_empty(), "{:?}", report.problems);
+        }
+    }
+    println!("flow differential steps: {steps:?}");
+}

@@ -13,16 +13,21 @@
 -- Invariants: every member transition settles its flow inside the same
 -- FCALL (`commit` calls `flow_hook`), so the counts always match the
 -- members' states; the cascade a transition causes runs breadth first, each
--- step with the same transition code as a direct call, bounded by
--- CASCADE_STEPS_MAX. While a flow operation runs, `c.flow_busy` stops
+-- step with the same transition code as a direct call, at most
+-- CASCADE_CHUNK_MAX steps per call: what is left is appended in the same
+-- call to the partition's outbox `o` (LIST, oldest at the head) as one
+-- entry `<flow id>␞<follow-up>␞…`, each follow-up `u␟<id>␟1|0` (an
+-- upstream ended, fired or not) or `c␟<id>␟<reason>` (a cancel), and a due
+-- hint for now is published; `weft_tick` continues the entries (␞ = 0x1e).
+-- While a flow operation runs, `c.flow_busy` stops
 -- `commit` from settling again: the operation settles each step itself.
 -- A flow's last member ending publishes `F|<state>|<flow id>` on the events
 -- channel.
 
--- FLOW_NODES_MAX + FLOW_EDGES_MAX of weft-core: a whole flow's cascade
--- fits in one call. (weft-core is moving to chunks of CASCADE_CHUNK_MAX with
--- the rest through the partition's outbox; this library has no outbox yet.)
-local CASCADE_STEPS_MAX = 6000
+-- `flow::CASCADE_CHUNK_MAX`: most member transitions one call applies
+-- before the rest of a cascade goes to the partition's outbox.
+local CASCADE_CHUNK_MAX = 256
+local OUTBOX_SEP = '\30'
 local FLOW_TERMINAL = { completed = true, failed = true, cancelled = true }
 
 local function flow_key(c, fid)
@@ -285,13 +290,17 @@ local function upstream_one(c, e, fired)
   return true
 end
 
--- `cascade`: applies queued follow-ups breadth first. False when
--- CASCADE_STEPS_MAX steps left some over.
+-- `cascade`: applies queued follow-ups breadth first, at most
+-- CASCADE_CHUNK_MAX steps. Returns the follow-ups left over (a list).
 local function flow_cascade(c, fl, queue)
   local head, steps = 1, 0
   while head <= #queue do
-    if steps == CASCADE_STEPS_MAX then
-      return false
+    if steps == CASCADE_CHUNK_MAX then
+      local left = {}
+      for i = head, #queue do
+        left[#left + 1] = queue[i]
+      end
+      return left
     end
     local item = queue[head]
     head = head + 1
@@ -314,13 +323,59 @@ local function flow_cascade(c, fl, queue)
       end
     end
   end
-  return true
+  return {}
 end
 
-local function cascade_or_fail(c, fl, queue)
-  if not flow_cascade(c, fl, queue) then
-    error('weft: ' .. fl.id .. ': cascade exceeded ' .. CASCADE_STEPS_MAX .. ' steps')
+local function outbox_key(c)
+  return c.root .. 'o'
+end
+
+-- One outbox entry: the flow id, then each follow-up.
+local function outbox_encode(fid, left)
+  local parts = { fid }
+  for _, item in ipairs(left) do
+    if item.cancel then
+      parts[#parts + 1] = table.concat({ 'c', item.id, item.reason }, SEP)
+    else
+      parts[#parts + 1] = table.concat({ 'u', item.id, item.fired and '1' or '0' }, SEP)
+    end
   end
+  return table.concat(parts, OUTBOX_SEP)
+end
+
+-- The flow id and follow-ups of an outbox entry.
+local function outbox_decode(entry)
+  local fid, queue = nil, {}
+  for part in string.gmatch(entry, '[^' .. OUTBOX_SEP .. ']+') do
+    if fid == nil then
+      fid = part
+    else
+      local p = split(part)
+      if p[1] == 'c' then
+        push(queue, { cancel = true, id = p[2], reason = p[3] or '' })
+      else
+        push(queue, { id = p[2], fired = p[3] == '1' })
+      end
+    end
+  end
+  return fid, queue
+end
+
+-- Appends the follow-ups a call left over to the partition's outbox and
+-- hints the partition's owner to continue them now (`enqueue`).
+local function flow_enqueue(c, fl, left)
+  if #left == 0 then
+    return
+  end
+  redis.call('RPUSH', outbox_key(c), outbox_encode(fl.id, left))
+  if c.hints then
+    redis.call('PUBLISH', c.channel, c.partition .. ':' .. int(c.now))
+  end
+end
+
+-- `cascade` up to one chunk, the rest to the outbox.
+local function flow_run(c, fl, queue)
+  flow_enqueue(c, fl, flow_cascade(c, fl, queue))
 end
 
 -- `after_member_transition`, called by `commit` for every flow member.
@@ -337,7 +392,7 @@ flow_hook = function(c, fid, old_state, e)
   c.flow_busy = true
   local queue = {}
   flow_settle(c, fl, old_state, e, queue)
-  cascade_or_fail(c, fl, queue)
+  flow_run(c, fl, queue)
   flow_save(c, fl)
   c.flow_busy = false
 end
@@ -550,7 +605,7 @@ local function fn_flow_add_nodes(keys, args)
       end
     end
   end
-  cascade_or_fail(c, fl, queue)
+  flow_run(c, fl, queue)
   flow_save(c, fl)
   c.flow_busy = false
   return ok(flow_reply(fl))
@@ -575,7 +630,7 @@ local function fn_flow_cancel(keys, args)
   local queue = {}
   flow_cancel_all(fl, 'flow cancelled', queue)
   -- What a huge flow leaves over continues through the outbox (DESIGN §7).
-  flow_cascade(c, fl, queue)
+  flow_run(c, fl, queue)
   fl.m.state = flow_derive(fl)
   if FLOW_TERMINAL[fl.m.state] and not fl.m.finished_at_ms then
     fl.m.finished_at_ms = int(c.now)
@@ -638,6 +693,31 @@ local function flow_inputs(c, e)
   return '{' .. table.concat(parts, ',') .. '}'
 end
 
+-- `drain_outbox`, for `weft_tick`: continues up to `max` outbox entries,
+-- oldest first; each runs its follow-ups for one more chunk and leaves the
+-- outbox in this call (what a chunk leaves over becomes a new entry at the
+-- tail). An entry whose flow is gone is dropped. Returns how many ran.
+local function flow_drain_outbox(c, max)
+  local key = outbox_key(c)
+  local n = math.min(max, redis.call('LLEN', key))
+  for _ = 1, n do
+    local fid, queue = outbox_decode(redis.call('LPOP', key))
+    local fl = flow_load(c, fid)
+    if fl then
+      c.flow_busy = true
+      flow_run(c, fl, queue)
+      flow_save(c, fl)
+      c.flow_busy = false
+    end
+  end
+  return n
+end
+
+-- Whether the partition's outbox holds entries.
+local function flow_outbox_pending(c)
+  return redis.call('LLEN', outbox_key(c)) > 0
+end
+
 -- The audit of one partition's flows: counts, node states and the derived
 -- state against the members as they are.
 local function audit_flows(c, problem)
@@ -669,6 +749,13 @@ local function audit_flows(c, problem)
         problem('flow ' .. fid .. ' is ' .. fl.m.state .. ' but its counts say '
           .. flow_derive(fl))
       end
+    end
+  end
+  for i, entry in ipairs(redis.call('LRANGE', outbox_key(c), 0, -1)) do
+    local fid = outbox_decode(entry)
+    if not fid or redis.call('EXISTS', flow_key(c, fid)) == 0 then
+      problem('outbox entry ' .. int(i) .. ' continues flow ' .. tostring(fid)
+        .. ', which is not there')
     end
   end
 end

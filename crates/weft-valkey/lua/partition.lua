@@ -5,8 +5,11 @@
 -- moment, exactly like the SQL store: a timer that an earlier one of the
 -- same batch made stale is dropped (and counted), one set during the batch
 -- waits for the next tick. A dropped timer leaves the due-index if it is
--- still due at the same time. Replies applied, dropped, the earliest
--- remaining due time ('' if none) and the store's time.
+-- still due at the same time. Then the outbox is due: as many entries as
+-- the batch has room left for continue, oldest first (each counted as
+-- applied), as in the SQL store. Replies applied, dropped, the earliest
+-- remaining due time (now while the outbox holds entries, '' if nothing is
+-- due) and the store's time.
 local function fn_tick(keys, args)
   local c = ctx(keys, args, true)
   c.hints = false
@@ -31,7 +34,16 @@ local function fn_tick(keys, args)
       applied = applied + 1
     end
   end
-  local next_due = earliest_due(c)
+  local room = tonumber(args[4]) - applied - dropped
+  if room > 0 then
+    applied = applied + flow_drain_outbox(c, room)
+  end
+  local next_due
+  if flow_outbox_pending(c) then
+    next_due = c.now
+  else
+    next_due = earliest_due(c)
+  end
   return ok(int(applied), int(dropped), next_due and int(next_due) or '', int(c.now))
 end
 

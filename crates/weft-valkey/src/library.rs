@@ -19,7 +19,8 @@ macro_rules! library_version {
     () => {
         // 2: `weft_release`; `ended_lease_completed` became `ended_lease_by`.
         // 3: flows (`weft_flow_*`, member settling in `commit`, claim inputs).
-        "3"
+        // 4: cascades in chunks of 256 with the rest through the outbox `o`.
+        "4"
     };
 }
 

@@ -9,21 +9,80 @@
 //! and complete or fail a member, cancel a member, cancel the flow, add
 //! nodes) are chosen from the SQLite side's state and applied to both, then
 //! everything is compared. Members are named by node key, since ids differ.
+//! Some flows are fan-outs of `FAN_OUT` children, larger than one call's
+//! cascade chunk (`CASCADE_CHUNK_MAX`): after every step both stores' flow
+//! partitions are ticked one outbox entry at a time until nothing is due,
+//! and the flows are compared after each tick, so a partly drained cascade
+//! must look the same on both.
 //! `WEFT_DIFF_SEED` replays a run, `WEFT_DIFF_FLOWS` sets the number of flows.
 
 mod common;
 
 use serde_json::json;
-use weft_core::flow::{Flow, OnFailure};
+use weft_core::flow::{EdgeOn, Flow, FlowSpec, OnFailure, CASCADE_CHUNK_MAX};
 use weft_core::{
     CancelParams, ClaimParams, CompleteParams, Error, ErrorInfo, FailParams, FlowId, LeaseRef,
     PartitionCount, PartitionId, Result, State, Store, Task,
 };
 use weft_sqlite::{SqliteConfig, SqliteStore};
 
-use common::flows::random_spec;
+use common::flows::{edge, node, random_spec};
 
 const PARTITIONS: u16 = 4;
+/// Children of the large flows' root: more than one chunk.
+const FAN_OUT: usize = 300;
+const _: () = assert!(FAN_OUT > CASCADE_CHUNK_MAX, "fan-outs need the outbox");
+
+/// A root and `FAN_OUT` children joined to it by random edges.
+fn fan_out(rng: &mut fastrand::Rng, tag: &str) -> FlowSpec {
+    let lane = |key: &str| format!("{tag}-{key}");
+    let mut spec = FlowSpec {
+        nodes: vec![node("root", &lane("root"))],
+        ..FlowSpec::default()
+    };
+    for i in 0..FAN_OUT {
+        let key = format!("k{i}");
+        spec.nodes.push(node(&key, &lane(&key)));
+        let on = [
+            EdgeOn::Success,
+            EdgeOn::Success,
+            EdgeOn::Failure,
+            EdgeOn::Any,
+        ][rng.usize(..4)];
+        spec.edges.push(edge("root", &key, on));
+    }
+    spec
+}
+
+/// Ticks both flows' partitions, one outbox entry a time, until neither has
+/// anything due now; compares the flows after every tick. Returns the
+/// entries (and timers) the ticks applied.
+async fn drain(sides: &[Side<'_>; 2], context: &str) -> u32 {
+    let (mut ticks, mut applied) = (0, 0);
+    loop {
+        let mut seen = Vec::new();
+        for side in sides {
+            let report = side
+                .store
+                .partition_tick(side.id.partition(), 1)
+                .await
+                .unwrap();
+            let due = report.next_due_ms.is_some_and(|d| d <= report.now_ms);
+            seen.push((report.applied, report.dropped, due));
+        }
+        ticks += 1;
+        compare(sides, &format!("{context} tick {ticks}")).await;
+        assert_eq!(
+            seen[0], seen[1],
+            "{context} tick {ticks}: applied, dropped, due"
+        );
+        applied += seen[0].0;
+        if !seen[0].2 {
+            return applied;
+        }
+        assert!(ticks < 50, "{context}: the outbox never drained");
+    }
+}
 
 fn kind<T>(result: &Result<T>) -> String {
     match result {
@@ -202,6 +261,42 @@ async fn step(sides: &[Side<'_>; 2], rng: &mut fastrand::Rng, tag: &str) -> Stri
     }
 }
 
+/// Claims a large flow's root on both sides and ends it, mostly well.
+async fn step_root(sides: &[Side<'_>; 2], rng: &mut fastrand::Rng, tag: &str) -> String {
+    let lane = format!("{tag}-root");
+    let ok = rng.u8(..10) < 7;
+    for side in sides {
+        let task = claim(side.store, &lane)
+            .await
+            .expect("the root is claimable");
+        let lease = LeaseRef {
+            lease_id: task.lease.id.clone(),
+            epoch: task.lease.epoch,
+        };
+        if ok {
+            side.store
+                .execution_complete(&CompleteParams {
+                    execution_id: task.execution_id,
+                    lease,
+                    result: json!({ "from": "root" }),
+                })
+                .await
+                .unwrap();
+        } else {
+            side.store
+                .execution_fail(&FailParams {
+                    execution_id: task.execution_id,
+                    lease,
+                    error: ErrorInfo::new("boom", "it broke"),
+                    retryable: false,
+                })
+                .await
+                .unwrap();
+        }
+    }
+    format!("{} root", if ok { "complete" } else { "fail" })
+}
+
 #[tokio::test]
 async fn sqlite_and_valkey_agree_on_flows() {
     let url = common::url(common::VALKEY_URL_VAR);
@@ -226,8 +321,13 @@ async fn sqlite_and_valkey_agree_on_flows() {
     let mut steps = std::collections::BTreeMap::<String, usize>::new();
     for case in 0..flows {
         let tag = format!("c{case}");
-        let n = rng.usize(1..8);
-        let mut spec = random_spec(&mut rng, &tag, 0, n);
+        let large = case % 8 == 3;
+        let mut spec = if large {
+            fan_out(&mut rng, &tag)
+        } else {
+            let n = rng.usize(1..8);
+            random_spec(&mut rng, &tag, 0, n)
+        };
         if rng.u8(..4) == 0 {
             spec.on_failure = OnFailure::CancelFlow;
         }
@@ -242,20 +342,33 @@ async fn sqlite_and_valkey_agree_on_flows() {
             },
         ];
         compare(&sides, &format!("seed {seed} case {case} create")).await;
-        for n in 0..60 {
+        for n in 0..if large { 12 } else { 60 } {
             let ended = sides[0].store.flow_get(&sides[0].id).await.unwrap();
             if ended.state.is_terminal() && rng.u8(..4) != 0 {
                 break;
             }
-            let what = step(&sides, &mut rng, &tag).await;
+            // A large flow's root runs first, so its end fans out.
+            let what = if large && n == 0 {
+                step_root(&sides, &mut rng, &tag).await
+            } else {
+                step(&sides, &mut rng, &tag).await
+            };
             *steps
                 .entry(what.split(' ').next().unwrap_or("").to_owned())
                 .or_default() += 1;
-            compare(
-                &sides,
-                &format!("seed {seed} case {case} step {n} ({what})"),
-            )
-            .await;
+            let context = format!("seed {seed} case {case} step {n} ({what})");
+            compare(&sides, &context).await;
+            *steps.entry("outbox".into()).or_default() += drain(&sides, &context).await as usize;
+        }
+        if large {
+            let a = sides[0].store.flow_cancel(&sides[0].id).await;
+            let b = sides[1].store.flow_cancel(&sides[1].id).await;
+            assert_eq!(kind(&a), kind(&b), "flow cancel");
+            let context = format!("seed {seed} case {case} final flow cancel");
+            compare(&sides, &context).await;
+            drain(&sides, &context).await;
+            let done = sides[0].store.flow_get(&sides[0].id).await.unwrap();
+            assert!(done.state.is_terminal(), "{context}: {:?}", done.state);
         }
     }
     for p in 0..PARTITIONS {

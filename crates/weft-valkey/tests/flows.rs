@@ -705,9 +705,10 @@ async fn reconcile_repairs_drifted_summaries() {
 }
 
 /// A flow at `FLOW_NODES_MAX`: one root fanning out to every other node;
-/// the root's end promotes all of them in its one call.
+/// the root's end promotes one chunk in its call and the partition's ticks
+/// promote the rest through the outbox; a flow cancel goes the same way.
 #[tokio::test]
-async fn a_full_size_fan_out_settles_in_one_call() {
+async fn a_full_size_fan_out_settles_through_the_outbox() {
     let (store, _cleanup) = store().await;
     let keys: Vec<String> = (0..weft_core::flow::FLOW_NODES_MAX)
         .map(|i| format!("n{i}"))
@@ -727,12 +728,20 @@ async fn a_full_size_fan_out_settles_in_one_call() {
     complete(&store, &task, json!(1)).await;
     let flow = store.flow_get(&id).await.unwrap();
     println!(
-        "create {created:?}, root end + cascade {:?}",
+        "create {created:?}, root end + first chunk {:?}",
         started.elapsed() - created
     );
-    assert_eq!(flow.counts.get(State::Waiting), 999);
+    let chunk = u32::try_from(flow::CASCADE_CHUNK_MAX).unwrap();
+    assert_eq!(flow.counts.get(State::Waiting), chunk);
     assert_eq!(flow.counts.get(State::Completed), 1);
+    while tick_all(&store).await > 0 {}
+    let flow = store.flow_get(&id).await.unwrap();
+    assert_eq!(flow.counts.get(State::Waiting), 999);
     let cancelled = store.flow_cancel(&id).await.unwrap();
+    assert_eq!(cancelled.counts.get(State::Cancelled), chunk - 1);
+    assert_eq!(cancelled.state, FlowState::Running);
+    while tick_all(&store).await > 0 {}
+    let cancelled = store.flow_get(&id).await.unwrap();
     assert_eq!(cancelled.counts.get(State::Cancelled), 999);
     assert_eq!(cancelled.state, FlowState::Cancelled);
     audit_clean(&store).await;

@@ -151,6 +151,7 @@ pub(crate) fn apply(ctx: &mut Ctx<'_>, id: &ExecutionId, command: Command) -> Re
 }
 
 /// A claim whose fields have been checked.
+#[derive(Clone)]
 pub(crate) struct CheckedClaim {
     /// The worker.
     pub worker_id: String,
@@ -188,6 +189,31 @@ fn eligible(capset: &str, capabilities: &[String]) -> bool {
 }
 
 /// Claims up to `claim.max` waiting executions of one partition.
+/// Claims across every partition from `start` in one transaction: one lock
+/// instead of one per partition, which is what a single writer needs.
+pub(crate) fn claim_across(
+    ctx: &mut Ctx<'_>,
+    start: PartitionId,
+    checked: &CheckedClaim,
+) -> Result<Vec<Task>> {
+    let count = ctx.partitions.get();
+    let mut tasks = Vec::new();
+    for offset in 0..count {
+        let taken = u32::try_from(tasks.len()).unwrap_or(u32::MAX);
+        let wanted = checked.max.saturating_sub(taken);
+        if wanted == 0 {
+            break;
+        }
+        let partition = PartitionId((start.0 % count + offset) % count);
+        let part = CheckedClaim {
+            max: wanted,
+            ..checked.clone()
+        };
+        tasks.extend(claim(ctx, partition, &part)?);
+    }
+    Ok(tasks)
+}
+
 pub(crate) fn claim(
     ctx: &mut Ctx<'_>,
     partition: PartitionId,

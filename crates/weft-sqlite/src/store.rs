@@ -111,6 +111,18 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn execution_claim_across(
+        &self,
+        params: &ClaimParams,
+        start: PartitionId,
+    ) -> Result<Vec<Task>> {
+        let claim = ops::check_claim(params)?;
+        self.run(Access::Write, move |ctx| {
+            ops::claim_across(ctx, start, &claim)
+        })
+        .await
+    }
+
     async fn execution_heartbeat(&self, params: &HeartbeatParams) -> Result<HeartbeatReply> {
         let command = Command::Heartbeat {
             lease: params.lease.clone(),

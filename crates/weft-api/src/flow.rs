@@ -23,42 +23,19 @@ use weft_core::{check_name, Backoff, Error, State, SubmitParams, LANE_LEN_MAX};
 
 use crate::time;
 
-/// Every flow state, in the contract's order.
-pub const FLOW_STATES: [FlowState; 5] = [
-    FlowState::Running,
-    FlowState::Blocked,
-    FlowState::Completed,
-    FlowState::Failed,
-    FlowState::Cancelled,
-];
-
-/// A flow state's wire name (`running`, `blocked`, …).
-pub fn flow_state_name(state: FlowState) -> &'static str {
-    match state {
-        FlowState::Running => "running",
-        FlowState::Blocked => "blocked",
-        FlowState::Completed => "completed",
-        FlowState::Failed => "failed",
-        FlowState::Cancelled => "cancelled",
-    }
-}
-
 /// Parses a flow state's wire name; `invalid_argument` on `field` naming
 /// the states otherwise.
 pub fn parse_flow_state(field: &str, text: &str) -> Result<FlowState, Error> {
-    FLOW_STATES
-        .into_iter()
-        .find(|s| flow_state_name(*s) == text)
-        .ok_or_else(|| {
-            let names: Vec<&str> = FLOW_STATES.into_iter().map(flow_state_name).collect();
-            Error::invalid(
-                field,
-                format!(
-                    "{text:?} is not a flow state; use one of {}",
-                    names.join(", ")
-                ),
-            )
-        })
+    FlowState::parse(text).ok_or_else(|| {
+        let names: Vec<&str> = FlowState::ALL.into_iter().map(FlowState::as_str).collect();
+        Error::invalid(
+            field,
+            format!(
+                "{text:?} is not a flow state; use one of {}",
+                names.join(", ")
+            ),
+        )
+    })
 }
 
 /// One node of a flow request: a key and what to run.
@@ -533,8 +510,8 @@ mod tests {
         assert_eq!(wire["finished_at"], Value::Null);
         let back: FlowView = serde_json::from_value(wire).unwrap();
         assert_eq!(back.summary.get(State::Waiting), 1);
-        for state in FLOW_STATES {
-            let name = flow_state_name(state);
+        for state in FlowState::ALL {
+            let name = state.as_str();
             assert_eq!(serde_json::to_value(state).unwrap(), json!(name));
             assert_eq!(parse_flow_state("state", name).unwrap(), state);
         }

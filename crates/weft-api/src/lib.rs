@@ -27,8 +27,8 @@ mod flow;
 pub mod time;
 
 pub use crate::flow::{
-    flow_state_name, parse_flow_state, AddNodesRequest, FlowEdgeView, FlowNodeRequest,
-    FlowNodeView, FlowRequest, FlowSummary, FlowView, JoinRequest, FLOW_STATES,
+    parse_flow_state, AddNodesRequest, FlowEdgeView, FlowNodeRequest, FlowNodeView, FlowRequest,
+    FlowSummary, FlowView, JoinRequest,
 };
 
 use std::collections::BTreeMap;

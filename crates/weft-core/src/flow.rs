@@ -205,6 +205,31 @@ pub enum FlowState {
 }
 
 impl FlowState {
+    /// Every flow state, in the contract's order.
+    pub const ALL: [FlowState; 5] = [
+        FlowState::Running,
+        FlowState::Blocked,
+        FlowState::Completed,
+        FlowState::Failed,
+        FlowState::Cancelled,
+    ];
+
+    /// The wire (and stored) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowState::Running => "running",
+            FlowState::Blocked => "blocked",
+            FlowState::Completed => "completed",
+            FlowState::Failed => "failed",
+            FlowState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(text: &str) -> Option<Self> {
+        FlowState::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
     /// Whether the flow has ended.
     pub fn is_terminal(self) -> bool {
         matches!(

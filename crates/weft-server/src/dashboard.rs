@@ -130,7 +130,7 @@ fn flow_row(out: &mut String, flow: &Flow) {
         "<tr><td>{name} <a class=\"muted\" href=\"/v1/flows/{id}\">{id}</a></td>\
          <td>{}</td><td class=\"n\">{ended}/{total}</td>\
          <td style=\"width:40%\"><div class=\"bar\">",
-        weft_api::flow_state_name(flow.state)
+        flow.state.as_str()
     );
     for (state, colour) in FLOW_SEGMENTS {
         let count = flow.counts.get(state);

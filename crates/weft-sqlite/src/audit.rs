@@ -195,11 +195,11 @@ fn load_flows(
         if row.partition_id != partition_sql(flow.id.partition()) {
             problems.push(format!("{id}: stored in partition {}", row.partition_id));
         }
-        if row.state != flows::state_str(flow.state) {
+        if row.state != flow.state.as_str() {
             problems.push(format!(
                 "{id}: column state is {:?}, body says {:?}",
                 row.state,
-                flows::state_str(flow.state)
+                flow.state.as_str()
             ));
         }
         out.insert(row.id, flow);

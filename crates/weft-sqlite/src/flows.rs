@@ -10,21 +10,10 @@
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
-use weft_core::flow::{Flow, FlowState};
+use weft_core::flow::Flow;
 use weft_core::{Error, FlowListParams, FlowPage, PartitionId, Result};
 
 use crate::db::{db_error, from_json, partition_sql, to_json};
-
-/// The stored (and public) name of a flow state.
-pub(crate) fn state_str(state: FlowState) -> &'static str {
-    match state {
-        FlowState::Running => "running",
-        FlowState::Blocked => "blocked",
-        FlowState::Completed => "completed",
-        FlowState::Failed => "failed",
-        FlowState::Cancelled => "cancelled",
-    }
-}
 
 /// Loads one flow, if it exists.
 pub(crate) fn load(conn: &Connection, id: &str) -> Result<Option<Flow>> {
@@ -46,7 +35,7 @@ pub(crate) fn insert(conn: &Connection, flow: &Flow) -> Result<()> {
         stmt.execute(params![
             flow.id.as_str(),
             partition_sql(flow.id.partition()),
-            state_str(flow.state),
+            flow.state.as_str(),
             flow.created_at_ms,
             body,
         ])
@@ -60,7 +49,7 @@ pub(crate) fn update(conn: &Connection, flow: &Flow) -> Result<()> {
     let body = to_json("flow", flow)?;
     let changed = conn
         .prepare_cached("UPDATE flows SET state = ?2, body = ?3 WHERE id = ?1")
-        .and_then(|mut stmt| stmt.execute(params![flow.id.as_str(), state_str(flow.state), body]))
+        .and_then(|mut stmt| stmt.execute(params![flow.id.as_str(), flow.state.as_str(), body]))
         .map_err(db_error)?;
     if changed != 1 {
         return Err(Error::Internal(format!(
@@ -109,7 +98,7 @@ pub(crate) fn list(conn: &Connection, params: &FlowListParams) -> Result<FlowPag
     let mut args: Vec<SqlValue> = Vec::new();
     if let Some(state) = params.state {
         sql.push_str(" AND state = ?");
-        args.push(SqlValue::Text(state_str(state).to_owned()));
+        args.push(SqlValue::Text(state.as_str().to_owned()));
     }
     if let Some(cursor) = &params.cursor {
         sql.push_str(" AND id > ?");
@@ -209,7 +198,7 @@ mod tests {
             FlowState::Cancelled,
         ] {
             let json = serde_json::to_value(state).unwrap();
-            assert_eq!(json.as_str(), Some(super::state_str(state)));
+            assert_eq!(json.as_str(), Some(state.as_str()));
         }
     }
 }

@@ -374,30 +374,6 @@ pub fn on_failure_text(on: OnFailure) -> &'static str {
     }
 }
 
-/// A flow state as the library stores it.
-pub fn flow_state_text(state: FlowState) -> &'static str {
-    match state {
-        FlowState::Running => "running",
-        FlowState::Blocked => "blocked",
-        FlowState::Completed => "completed",
-        FlowState::Failed => "failed",
-        FlowState::Cancelled => "cancelled",
-    }
-}
-
-/// Parses a stored flow state.
-pub fn flow_state(text: &str) -> Option<FlowState> {
-    [
-        FlowState::Running,
-        FlowState::Blocked,
-        FlowState::Completed,
-        FlowState::Failed,
-        FlowState::Cancelled,
-    ]
-    .into_iter()
-    .find(|s| flow_state_text(*s) == text)
-}
-
 /// Parses one flow reply: `[meta fields, nodes, edges]`.
 pub fn decode_flow(value: &Value) -> Result<Flow> {
     let [meta, nodes, edges] = array(value)? else {
@@ -420,7 +396,7 @@ pub fn decode_flow(value: &Value) -> Result<Flow> {
     Ok(Flow {
         id,
         name: row.opt_text("name"),
-        state: flow_state(&state).ok_or_else(|| bad(format!("flow state {state:?}")))?,
+        state: FlowState::parse(&state).ok_or_else(|| bad(format!("flow state {state:?}")))?,
         idempotency_key: row.opt_text("idempotency_key"),
         on_failure: match on_failure.as_str() {
             "continue" => OnFailure::Continue,

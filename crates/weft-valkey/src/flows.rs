@@ -32,7 +32,7 @@ fn flow_refusal(refusal: &Refusal, id: &str) -> Error {
             id: id.to_owned(),
         },
         "conflict_flow_ended" => {
-            let state = codec::flow_state(&refusal.a).unwrap_or(FlowState::Completed);
+            let state = FlowState::parse(&refusal.a).unwrap_or(FlowState::Completed);
             Error::conflict(format!("{id} already ended {state:?}"))
         }
         other => Error::Internal(format!("weft library refused with {other:?}")),
@@ -210,7 +210,7 @@ impl ValkeyStore {
                 cmd.arg(&after)
                     .arg(wanted - items.len())
                     .arg(LIST_SCAN_BUDGET)
-                    .arg(params.state.map_or("", codec::flow_state_text));
+                    .arg(params.state.map_or("", FlowState::as_str));
                 let reply = codec::status(self.run(&cmd).await?)?
                     .map_err(|r| Error::Internal(format!("flow list: {r:?}")))?;
                 let [last, done, found] = &reply[..] else {

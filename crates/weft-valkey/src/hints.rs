@@ -51,7 +51,7 @@ pub fn parse_event(payload: &str, count: PartitionCount) -> Option<StoreEvent> {
         }),
         ("F", state, id) => Some(StoreEvent::FlowEnded {
             id: FlowId::parse(id).ok()?,
-            state: crate::codec::flow_state(state)?,
+            state: weft_core::flow::FlowState::parse(state)?,
         }),
         _ => None,
     }

@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use weft_api::{
-    flow_state_name, parse_flow_state, AddNodesRequest, FlowEdgeView, FlowNodeView, FlowRequest,
-    FlowView, FLOW_STATES,
+    parse_flow_state, AddNodesRequest, FlowEdgeView, FlowNodeView, FlowRequest, FlowView,
 };
 use weft_core::flow::EdgeOn;
 use weft_core::State;
@@ -153,7 +152,10 @@ fn read_json<T: DeserializeOwned>(file: &str) -> Result<T, String> {
 async fn list(args: FlowListArgs) -> Result<(), String> {
     let state = match &args.state {
         Some(text) => Some(parse_flow_state("state", text).map_err(|_| {
-            let names: Vec<&str> = FLOW_STATES.into_iter().map(flow_state_name).collect();
+            let names: Vec<&str> = weft_core::flow::FlowState::ALL
+                .into_iter()
+                .map(weft_core::flow::FlowState::as_str)
+                .collect();
             format!(
                 "--state {text:?} is not a flow state; use one of {}",
                 names.join(", ")
@@ -178,7 +180,7 @@ async fn list(args: FlowListArgs) -> Result<(), String> {
             vec![
                 f.id.clone(),
                 f.name.clone().unwrap_or_else(|| "-".to_owned()),
-                flow_state_name(f.state).to_owned(),
+                f.state.as_str().to_owned(),
                 ended_of(f),
                 f.created_at.clone(),
             ]
@@ -204,7 +206,7 @@ async fn wait(args: FlowWaitArgs) -> Result<(), String> {
         Err(format!(
             "{} is still {} after {} ms; wait longer with --timeout-ms",
             flow.id,
-            flow_state_name(flow.state),
+            flow.state.as_str(),
             args.timeout_ms
         ))
     }
@@ -242,7 +244,7 @@ fn render_flow(flow: &FlowView) -> String {
     let rows = [
         ("id", Some(flow.id.clone())),
         ("name", flow.name.clone()),
-        ("state", Some(flow_state_name(flow.state).to_owned())),
+        ("state", Some(flow.state.as_str().to_owned())),
         ("summary", Some(summary_line(flow))),
         ("idempotency key", flow.idempotency_key.clone()),
         ("created", Some(flow.created_at.clone())),

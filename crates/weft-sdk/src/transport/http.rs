@@ -19,10 +19,10 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use weft_api::{
-    flow_state_name, AddNodesRequest, AttemptView, CancelRequest, ClaimRequest, ClaimResponse,
-    CompleteRequest, ErrorBody, ExecutionView, FailRequest, FlowRequest, FlowView,
-    HeartbeatRequest, HeartbeatResponse, Items, LaneView, Page, ReleaseRequest, SubmitRequest,
-    TaskView, WAIT_TIMEOUT_MS_MAX,
+    AddNodesRequest, AttemptView, CancelRequest, ClaimRequest, ClaimResponse, CompleteRequest,
+    ErrorBody, ExecutionView, FailRequest, FlowRequest, FlowView, HeartbeatRequest,
+    HeartbeatResponse, Items, LaneView, Page, ReleaseRequest, SubmitRequest, TaskView,
+    WAIT_TIMEOUT_MS_MAX,
 };
 use weft_core::{Error, Result};
 
@@ -504,7 +504,7 @@ impl Transport for HttpTransport {
         {
             let mut pairs = url.query_pairs_mut();
             if let Some(state) = query.state {
-                pairs.append_pair("state", flow_state_name(state));
+                pairs.append_pair("state", state.as_str());
             }
             if let Some(limit) = query.limit {
                 pairs.append_pair("limit", &limit.to_string());

@@ -460,6 +460,28 @@ pub struct Task {
     pub inputs: BTreeMap<String, Value>,
 }
 
+impl Task {
+    /// The task for an execution a claim has just leased (inputs empty; a
+    /// store fills them for flow members).
+    pub fn from_claimed(exec: Execution) -> Result<Self> {
+        let lease = exec
+            .lease
+            .clone()
+            .ok_or_else(|| Error::Internal(format!("claimed {} holds no lease", exec.id)))?;
+        Ok(Task {
+            attempt: AttemptNumber(exec.attempts),
+            execution_id: exec.id,
+            kind: exec.kind,
+            lane: exec.lane,
+            payload: exec.payload,
+            lease,
+            flow_id: exec.flow_id,
+            flow_node: exec.flow_node,
+            inputs: BTreeMap::new(),
+        })
+    }
+}
+
 /// What a client may submit.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

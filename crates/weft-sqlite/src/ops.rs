@@ -257,22 +257,7 @@ pub(crate) fn claim(
 
 /// The task handed to a worker for a just-claimed execution.
 fn task_of(exec: Option<Execution>) -> Result<Task> {
-    let exec = exec.ok_or_else(|| Error::Internal("a claim purged its execution".into()))?;
-    let lease = exec
-        .lease
-        .clone()
-        .ok_or_else(|| Error::Internal(format!("claimed {} holds no lease", exec.id)))?;
-    Ok(Task {
-        attempt: weft_core::AttemptNumber(exec.attempts),
-        execution_id: exec.id,
-        kind: exec.kind,
-        lane: exec.lane,
-        payload: exec.payload,
-        lease,
-        flow_id: exec.flow_id,
-        flow_node: exec.flow_node,
-        inputs: Default::default(),
-    })
+    Task::from_claimed(exec.ok_or_else(|| Error::Internal("a claim purged its execution".into()))?)
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@
 //! time is Valkey's `TIME`, read inside the function; a reply the client
 //! cannot parse is `internal`, a server it cannot reach is `unavailable`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -413,7 +412,7 @@ pub(crate) fn decode_tasks(reply: Value) -> Result<Vec<Task>> {
     codec::array(list)?
         .iter()
         .map(|value| {
-            let mut task = task_of(codec::decode_execution(value)?)?;
+            let mut task = Task::from_claimed(codec::decode_execution(value)?)?;
             if let Some(raw) = codec::field_map(value)?.get("_inputs") {
                 task.inputs = serde_json::from_str(raw)
                     .map_err(|e| Error::Internal(format!("claim inputs: {e}")))?;
@@ -421,22 +420,4 @@ pub(crate) fn decode_tasks(reply: Value) -> Result<Vec<Task>> {
             Ok(task)
         })
         .collect()
-}
-
-fn task_of(exec: Execution) -> Result<Task> {
-    let lease = exec
-        .lease
-        .clone()
-        .ok_or_else(|| Error::Internal(format!("claimed {} holds no lease", exec.id)))?;
-    Ok(Task {
-        attempt: weft_core::AttemptNumber(exec.attempts),
-        execution_id: exec.id,
-        kind: exec.kind,
-        lane: exec.lane,
-        payload: exec.payload,
-        lease,
-        flow_id: exec.flow_id,
-        flow_node: exec.flow_node,
-        inputs: BTreeMap::new(),
-    })
 }

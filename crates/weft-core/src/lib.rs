@@ -36,8 +36,8 @@ pub use machine::{
 };
 pub use model::*;
 pub use store::{
-    claim_across, release_claimed, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint,
-    FailParams, FlowCreated, FlowListParams, FlowPage, HeartbeatParams, HeartbeatReply, LaneDepth,
-    ListParams, Page, PartitionOwner, RebalanceParams, ReconcileReport, ReleaseParams, Store,
-    StoreEvent, Submitted, TickReport, CLAIM_LANES_MAX, LIST_LIMIT_MAX,
+    claim_across, page_cut, release_claimed, AuditReport, CancelParams, ClaimParams,
+    CompleteParams, DueHint, FailParams, FlowCreated, FlowListParams, FlowPage, HeartbeatParams,
+    HeartbeatReply, LaneDepth, ListParams, Page, PartitionOwner, RebalanceParams, ReconcileReport,
+    ReleaseParams, Store, StoreEvent, Submitted, TickReport, CLAIM_LANES_MAX, LIST_LIMIT_MAX,
 };

@@ -172,6 +172,22 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
+/// Cuts a list read one item past `limit` down to the page, and names the
+/// next page's cursor (the last id kept) when that extra item was there.
+pub fn page_cut<T>(
+    mut items: Vec<T>,
+    limit: u32,
+    id_of: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    if items.len() <= limit {
+        return (items, None);
+    }
+    items.truncate(limit);
+    let next_cursor = items.last().map(id_of);
+    (items, next_cursor)
+}
+
 /// How many non-terminal executions a lane holds in each state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LaneDepth {

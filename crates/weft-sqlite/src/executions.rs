@@ -284,13 +284,7 @@ pub(crate) fn list(conn: &Connection, params: &ListParams) -> Result<Page> {
         let (body, payload) = row.map_err(db_error)?;
         items.push(parse(&body, &payload)?);
     }
-    let limit = usize::try_from(params.limit).unwrap_or(usize::MAX);
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|e| e.id.to_string())
-    } else {
-        None
-    };
+    let (items, next_cursor) = weft_core::page_cut(items, params.limit, |e| e.id.to_string());
     Ok(Page { items, next_cursor })
 }
 

@@ -115,13 +115,7 @@ pub(crate) fn list(conn: &Connection, params: &FlowListParams) -> Result<FlowPag
     for row in rows {
         items.push(from_json("flow", &row.map_err(db_error)?)?);
     }
-    let limit = usize::try_from(params.limit).unwrap_or(usize::MAX);
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|f| f.id.to_string())
-    } else {
-        None
-    };
+    let (items, next_cursor) = weft_core::page_cut(items, params.limit, |f| f.id.to_string());
     Ok(FlowPage { items, next_cursor })
 }
 

@@ -72,6 +72,38 @@ local function ok(...)
   return { 'ok', ... }
 end
 
+-- Walks the ZSET `key` in lexicographic order after member `after` ('' from
+-- the first), examining at most `budget` members, and collects `pick(member)`
+-- (nil skips it) until `want` items are found. Replies as every listing
+-- function does: the last member examined, '1' when the set is exhausted,
+-- and the items.
+local function lex_scan(key, after, want, budget, pick)
+  local items, last, scanned = {}, after, 0
+  while scanned < budget do
+    local min = '-'
+    if last ~= '' then
+      min = '(' .. last
+    end
+    local page = math.min(100, budget - scanned)
+    local batch = redis.call('ZRANGEBYLEX', key, min, '+', 'LIMIT', 0, page)
+    for _, member in ipairs(batch) do
+      scanned = scanned + 1
+      last = member
+      local item = pick(member)
+      if item then
+        items[#items + 1] = item
+        if #items >= want then
+          return ok(last, '0', items)
+        end
+      end
+    end
+    if #batch < page then
+      return ok(last, '1', items)
+    end
+  end
+  return ok(last, '0', items)
+end
+
 local function err(kind, a, b)
   return { 'err', kind, a or '', b or '' }
 end

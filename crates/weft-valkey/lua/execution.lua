@@ -349,29 +349,10 @@ end
 -- exhausted, and the matching executions in id order.
 local function fn_list(keys, args)
   local c = ctx(keys, args)
-  local want, budget = tonumber(args[5]), tonumber(args[6])
-  local items, last, scanned = {}, args[4], 0
-  while scanned < budget do
-    local min = '-'
-    if last ~= '' then
-      min = '(' .. last
+  return lex_scan(c.root .. 'all', args[4], tonumber(args[5]), tonumber(args[6]), function(id)
+    local e = load(c, id)
+    if e and list_matches(e, args[7], args[8], args[9], args[10]) then
+      return flat(e)
     end
-    local page = math.min(100, budget - scanned)
-    local batch = redis.call('ZRANGEBYLEX', c.root .. 'all', min, '+', 'LIMIT', 0, page)
-    for _, id in ipairs(batch) do
-      scanned = scanned + 1
-      last = id
-      local e = load(c, id)
-      if e and list_matches(e, args[7], args[8], args[9], args[10]) then
-        items[#items + 1] = flat(e)
-        if #items >= want then
-          return ok(last, '0', items)
-        end
-      end
-    end
-    if #batch < page then
-      return ok(last, '1', items)
-    end
-  end
-  return ok(last, '0', items)
+  end)
 end

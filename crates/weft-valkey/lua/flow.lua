@@ -644,31 +644,12 @@ end
 -- [6] most ids to examine, [7] state ('' for any). Replies like `weft_list`.
 local function fn_flow_list(keys, args)
   local c = ctx(keys, args)
-  local want, budget = tonumber(args[5]), tonumber(args[6])
-  local items, last, scanned = {}, args[4], 0
-  while scanned < budget do
-    local min = '-'
-    if last ~= '' then
-      min = '(' .. last
+  return lex_scan(c.root .. 'flows', args[4], tonumber(args[5]), tonumber(args[6]), function(fid)
+    local fl = flow_load(c, fid)
+    if fl and (args[7] == '' or fl.m.state == args[7]) then
+      return flow_reply(fl)
     end
-    local page = math.min(100, budget - scanned)
-    local batch = redis.call('ZRANGEBYLEX', c.root .. 'flows', min, '+', 'LIMIT', 0, page)
-    for _, fid in ipairs(batch) do
-      scanned = scanned + 1
-      last = fid
-      local fl = flow_load(c, fid)
-      if fl and (args[7] == '' or fl.m.state == args[7]) then
-        items[#items + 1] = flow_reply(fl)
-        if #items >= want then
-          return ok(last, '0', items)
-        end
-      end
-    end
-    if #batch < page then
-      return ok(last, '1', items)
-    end
-  end
-  return ok(last, '0', items)
+  end)
 end
 
 -- A claimed member's inputs as JSON text: each upstream's result by node

@@ -18,7 +18,7 @@ use weft_core::{
 };
 
 use crate::codec::{self, Refusal};
-use crate::store::{ValkeyStore, LIST_SCAN_BUDGET};
+use crate::store::{PartitionScan, ValkeyStore};
 
 /// How often a flow write retries after an id collision or a concurrent
 /// addition.
@@ -195,45 +195,21 @@ impl ValkeyStore {
                 format!("must be 1..={LIST_LIMIT_MAX}, got {}", params.limit),
             ));
         }
-        let limit = usize::try_from(params.limit).unwrap_or(usize::MAX);
-        let wanted = limit + 1;
         let start = params
             .cursor
             .as_deref()
             .and_then(|c| FlowId::parse(c).ok())
             .map_or(0, |id| id.partition().0);
-        let mut items = Vec::new();
-        'partitions: for p in start..self.inner.count.get() {
-            let mut after = params.cursor.clone().unwrap_or_default();
-            loop {
-                let mut cmd = self.call("weft_flow_list", PartitionId(p));
-                cmd.arg(&after)
-                    .arg(wanted - items.len())
-                    .arg(LIST_SCAN_BUDGET)
-                    .arg(params.state.map_or("", FlowState::as_str));
-                let reply = codec::status(self.run(&cmd).await?)?
-                    .map_err(|r| Error::Internal(format!("flow list: {r:?}")))?;
-                let [last, done, found] = &reply[..] else {
-                    return Err(Error::Internal("a malformed flow list reply".into()));
-                };
-                for value in codec::array(found)? {
-                    items.push(codec::decode_flow(value)?);
-                }
-                if items.len() >= wanted {
-                    break 'partitions;
-                }
-                if codec::text(done)? == "1" {
-                    break;
-                }
-                after = codec::text(last)?;
-            }
-        }
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|f| f.id.to_string())
-        } else {
-            None
+        let filters = [params.state.map_or("", FlowState::as_str)];
+        let scan = PartitionScan {
+            function: "weft_flow_list",
+            cursor: params.cursor.as_deref(),
+            start,
         };
+        let items = self
+            .scan(&scan, params.limit, &filters, codec::decode_flow)
+            .await?;
+        let (items, next_cursor) = weft_core::page_cut(items, params.limit, |f| f.id.to_string());
         Ok(FlowPage { items, next_cursor })
     }
 

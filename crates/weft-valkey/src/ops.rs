@@ -22,7 +22,7 @@ use weft_core::{
 };
 
 use crate::codec;
-use crate::store::{decode_tasks, ValkeyStore, LIST_SCAN_BUDGET};
+use crate::store::{decode_tasks, PartitionScan, ValkeyStore};
 
 fn json(value: &serde_json::Value) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::Internal(format!("json: {e}")))
@@ -31,49 +31,26 @@ fn json(value: &serde_json::Value) -> Result<String> {
 impl ValkeyStore {
     /// One page of the list, scanning partitions in id order.
     async fn list(&self, params: &ListParams) -> Result<Page> {
-        let limit = usize::try_from(params.limit).unwrap_or(usize::MAX);
-        // One item beyond the page says whether another page exists.
-        let wanted = limit + 1;
         let start = params
             .cursor
             .as_deref()
             .and_then(|c| ExecutionId::parse(c).ok())
             .map_or(0, |id| id.partition().0);
-        let mut items = Vec::new();
-        'partitions: for p in start..self.inner.count.get() {
-            let mut after = params.cursor.clone().unwrap_or_default();
-            loop {
-                let mut cmd = self.call("weft_list", PartitionId(p));
-                cmd.arg(&after)
-                    .arg(wanted - items.len())
-                    .arg(LIST_SCAN_BUDGET)
-                    .arg(params.lane.as_deref().unwrap_or(""))
-                    .arg(params.state.map_or("", |s| s.as_str()))
-                    .arg(params.kind.as_deref().unwrap_or(""))
-                    .arg(params.flow_id.as_deref().unwrap_or(""));
-                let reply = codec::status(self.run(&cmd).await?)?
-                    .map_err(|r| Error::Internal(format!("list: {r:?}")))?;
-                let [last, done, found] = &reply[..] else {
-                    return Err(Error::Internal("a malformed list reply".into()));
-                };
-                for value in codec::array(found)? {
-                    items.push(codec::decode_execution(value)?);
-                }
-                if items.len() >= wanted {
-                    break 'partitions;
-                }
-                if codec::text(done)? == "1" {
-                    break;
-                }
-                after = codec::text(last)?;
-            }
-        }
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|e| e.id.to_string())
-        } else {
-            None
+        let filters = [
+            params.lane.as_deref().unwrap_or(""),
+            params.state.map_or("", |s| s.as_str()),
+            params.kind.as_deref().unwrap_or(""),
+            params.flow_id.as_deref().unwrap_or(""),
+        ];
+        let scan = PartitionScan {
+            function: "weft_list",
+            cursor: params.cursor.as_deref(),
+            start,
         };
+        let items = self
+            .scan(&scan, params.limit, &filters, codec::decode_execution)
+            .await?;
+        let (items, next_cursor) = weft_core::page_cut(items, params.limit, |e| e.id.to_string());
         Ok(Page { items, next_cursor })
     }
 

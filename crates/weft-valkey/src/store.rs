@@ -40,6 +40,17 @@ const SUBMIT_COLLISION_RETRIES: u32 = 3;
 /// Ids `weft_list` examines per call before handing back a cursor.
 pub(crate) const LIST_SCAN_BUDGET: u32 = 5_000;
 
+/// Where a list scan starts: the listing function, the cursor it continues
+/// from, and the cursor's partition.
+pub(crate) struct PartitionScan<'a> {
+    /// `weft_list` or `weft_flow_list`.
+    pub function: &'a str,
+    /// The previous page's last id.
+    pub cursor: Option<&'a str>,
+    /// The partition to start at.
+    pub start: u16,
+}
+
 pub(crate) struct Inner {
     pub(crate) conn: ConnectionManager,
     pub(crate) keys: Keys,
@@ -77,6 +88,54 @@ fn connection_config() -> ConnectionManagerConfig {
 }
 
 impl ValkeyStore {
+    /// Reads up to `limit + 1` items (one past the page says whether another
+    /// exists) with a listing function, partition after partition in id
+    /// order, each partition in `LIST_SCAN_BUDGET`-bounded calls; `filters`
+    /// follow the function's cursor, count and budget arguments.
+    pub(crate) async fn scan<T>(
+        &self,
+        scan: &PartitionScan<'_>,
+        limit: u32,
+        filters: &[&str],
+        decode: fn(&redis::Value) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let wanted = usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        let mut items = Vec::new();
+        for p in scan.start..self.inner.count.get() {
+            let mut after = scan.cursor.unwrap_or_default().to_owned();
+            loop {
+                let mut cmd = self.call(scan.function, PartitionId(p));
+                cmd.arg(&after)
+                    .arg(wanted - items.len())
+                    .arg(LIST_SCAN_BUDGET);
+                for filter in filters {
+                    cmd.arg(*filter);
+                }
+                let reply = codec::status(self.run(&cmd).await?)?
+                    .map_err(|r| Error::Internal(format!("{}: {r:?}", scan.function)))?;
+                let [last, done, found] = &reply[..] else {
+                    return Err(Error::Internal(format!(
+                        "a malformed {} reply",
+                        scan.function
+                    )));
+                };
+                for value in codec::array(found)? {
+                    items.push(decode(value)?);
+                }
+                if items.len() >= wanted {
+                    return Ok(items);
+                }
+                if codec::text(done)? == "1" {
+                    break;
+                }
+                after = codec::text(last)?;
+            }
+        }
+        Ok(items)
+    }
+
     /// Connects, loads the Lua library if the server lacks this version, and
     /// records `P` on first use.
     ///

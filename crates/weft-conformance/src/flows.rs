@@ -42,7 +42,7 @@ use crate::support::{
 use crate::Harness;
 
 /// Says why a test does not run, when the store has no flows.
-fn unsupported(h: &Harness) -> bool {
+pub(crate) fn unsupported(h: &Harness) -> bool {
     if h.store.supports_flows() {
         return false;
     }

@@ -47,6 +47,7 @@ pub mod flows;
 pub mod idempotency;
 pub mod leases;
 pub mod lifecycle;
+pub mod outbox;
 pub mod release;
 pub mod retention;
 pub mod retry;
@@ -278,6 +279,9 @@ macro_rules! conformance_suite {
                 flow_end_is_announced,
                 flows_list_by_state,
                 retention_purges_flows_with_their_last_member,
+            }
+            outbox {
+                large_cascades_and_cancels_continue_through_the_outbox,
             }
         }
     };

@@ -14,8 +14,8 @@ use crate::model::{Attempt, Execution, SubmitParams, Task};
 use crate::store::{
     AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, FailParams, FlowCreated,
     FlowListParams, FlowPage, HeartbeatParams, HeartbeatReply, LaneDepth, ListParams, Page,
-    PartitionOwner, RebalanceParams, ReconcileReport, ReleaseParams, Store, StoreEvent, Submitted,
-    TickReport,
+    PartitionOwner, RebalanceParams, ReconcileReport, ReleaseParams, SignalParams, Store,
+    StoreEvent, Submitted, SuspendParams, TickReport,
 };
 
 /// Wraps a store and counts every call made through it.
@@ -81,6 +81,12 @@ impl Store for CountingStore {
     }
     async fn execution_release(&self, params: &ReleaseParams) -> Result<Execution> {
         self.count().execution_release(params).await
+    }
+    async fn execution_suspend(&self, params: &SuspendParams) -> Result<Execution> {
+        self.count().execution_suspend(params).await
+    }
+    async fn execution_signal(&self, params: &SignalParams) -> Result<Execution> {
+        self.count().execution_signal(params).await
     }
     async fn execution_cancel(&self, params: &CancelParams) -> Result<Execution> {
         self.count().execution_cancel(params).await

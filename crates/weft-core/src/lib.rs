@@ -22,6 +22,8 @@ mod ids;
 pub mod machine;
 mod model;
 mod store;
+pub mod token;
+pub mod waitpoint;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use counting::CountingStore;
@@ -39,5 +41,6 @@ pub use store::{
     claim_across, page_cut, release_claimed, AuditReport, CancelParams, ClaimParams,
     CompleteParams, DueHint, FailParams, FlowCreated, FlowListParams, FlowPage, HeartbeatParams,
     HeartbeatReply, LaneDepth, ListParams, Page, PartitionOwner, RebalanceParams, ReconcileReport,
-    ReleaseParams, Store, StoreEvent, Submitted, TickReport, CLAIM_LANES_MAX, LIST_LIMIT_MAX,
+    ReleaseParams, SignalParams, Store, StoreEvent, Submitted, SuspendParams, TickReport,
+    CLAIM_LANES_MAX, LIST_LIMIT_MAX,
 };

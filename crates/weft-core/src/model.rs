@@ -254,11 +254,18 @@ pub enum EndedBy {
     Failed,
     /// `release`.
     Released,
+    /// `suspend`.
+    Suspended,
 }
 
 impl EndedBy {
     /// Every kind, in declaration order.
-    pub const ALL: [EndedBy; 3] = [EndedBy::Completed, EndedBy::Failed, EndedBy::Released];
+    pub const ALL: [EndedBy; 4] = [
+        EndedBy::Completed,
+        EndedBy::Failed,
+        EndedBy::Released,
+        EndedBy::Suspended,
+    ];
 
     /// The stored name.
     pub fn as_str(self) -> &'static str {
@@ -266,6 +273,7 @@ impl EndedBy {
             EndedBy::Completed => "completed",
             EndedBy::Failed => "failed",
             EndedBy::Released => "released",
+            EndedBy::Suspended => "suspended",
         }
     }
 
@@ -355,6 +363,20 @@ pub struct Execution {
     /// and for members without upstreams.
     #[serde(default)]
     pub join: Option<crate::flow::JoinState>,
+    /// Suspends so far; the next suspension's `seq` is one more.
+    #[serde(default)]
+    pub suspends: u32,
+    /// The last suspension (in force only while `Suspended`).
+    #[serde(default)]
+    pub suspension: Option<crate::waitpoint::Suspension>,
+    /// Signals received that no run has been handed yet, by waitpoint:
+    /// buffered ones, and those of the suspension in force.
+    #[serde(default)]
+    pub signals: BTreeMap<String, Value>,
+    /// The signals the last suspension ended with; every task of the
+    /// execution carries them until it suspends again.
+    #[serde(default)]
+    pub resumed_signals: BTreeMap<String, Value>,
 }
 
 impl Execution {
@@ -458,6 +480,9 @@ pub struct Task {
     pub flow_node: Option<String>,
     /// Upstream results keyed by node key (empty outside flows).
     pub inputs: BTreeMap<String, Value>,
+    /// The payloads of the signals that resumed the execution, by waitpoint
+    /// (empty until it has suspended and resumed).
+    pub signals: BTreeMap<String, Value>,
 }
 
 impl Task {
@@ -478,6 +503,7 @@ impl Task {
             flow_id: exec.flow_id,
             flow_node: exec.flow_node,
             inputs: BTreeMap::new(),
+            signals: exec.resumed_signals,
         })
     }
 }

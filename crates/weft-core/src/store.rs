@@ -137,6 +137,31 @@ pub struct ReleaseParams {
     pub lease: LeaseRef,
 }
 
+/// A worker suspends its execution on waitpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SuspendParams {
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// The lease presented.
+    pub lease: LeaseRef,
+    /// The waitpoints and when to resume.
+    pub spec: crate::waitpoint::SuspendSpec,
+}
+
+/// A signal for one waitpoint of an execution.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SignalParams {
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// The waitpoint.
+    pub waitpoint: String,
+    /// What it carries (null when absent).
+    pub payload: Value,
+    /// The suspension a verified token names (`TokenClaims::seq`); `None`
+    /// for an operator's signal, which may also be buffered.
+    pub seq: Option<u32>,
+}
+
 /// An operator ends an execution.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CancelParams {
@@ -398,6 +423,19 @@ pub trait Store: Send + Sync + 'static {
     /// complete. The same call again returns the execution as it is, until
     /// the execution is claimed again.
     async fn execution_release(&self, params: &ReleaseParams) -> Result<Execution>;
+
+    /// Suspends an active execution on waitpoints, fenced like complete: the
+    /// attempt ends `suspended` and the lease is released, unless buffered
+    /// signals already satisfy the suspension (then it stays `active`). The
+    /// same call again returns the execution as it is, until the next claim.
+    async fn execution_suspend(&self, params: &SuspendParams) -> Result<Execution>;
+
+    /// Delivers a signal: to the suspension in force (resuming the execution
+    /// when that satisfies it) or, for an operator's signal, into the buffer.
+    /// `conflict` when the execution has ended or the waitpoint was already
+    /// signalled; `invalid_token` when a token's suspension or waitpoint is
+    /// no longer open.
+    async fn execution_signal(&self, params: &SignalParams) -> Result<Execution>;
 
     /// Cancels a non-terminal execution; cancelling a cancelled one is a no-op.
     async fn execution_cancel(&self, params: &CancelParams) -> Result<Execution>;

@@ -17,8 +17,8 @@ use weft_core::{
     Attempt, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, Error, Execution,
     ExecutionId, FailParams, FlowCreated, FlowId, FlowListParams, FlowPage, HeartbeatParams,
     HeartbeatReply, LaneDepth, ListParams, Page, PartitionCount, PartitionId, PartitionOwner,
-    RebalanceParams, ReconcileReport, ReleaseParams, Result, Store, StoreEvent, SubmitParams,
-    Submitted, Task, TickReport, LIST_LIMIT_MAX,
+    RebalanceParams, ReconcileReport, ReleaseParams, Result, SignalParams, Store, StoreEvent,
+    SubmitParams, Submitted, SuspendParams, Task, TickReport, LIST_LIMIT_MAX,
 };
 
 use crate::config::SqliteConfig;
@@ -160,6 +160,23 @@ impl Store for SqliteStore {
     async fn execution_release(&self, params: &ReleaseParams) -> Result<Execution> {
         let command = Command::Release {
             lease: params.lease.clone(),
+        };
+        self.command(&params.execution_id, command).await
+    }
+
+    async fn execution_suspend(&self, params: &SuspendParams) -> Result<Execution> {
+        let command = Command::Suspend {
+            lease: params.lease.clone(),
+            spec: params.spec.clone(),
+        };
+        self.command(&params.execution_id, command).await
+    }
+
+    async fn execution_signal(&self, params: &SignalParams) -> Result<Execution> {
+        let command = Command::Signal {
+            waitpoint: params.waitpoint.clone(),
+            payload: params.payload.clone(),
+            seq: params.seq,
         };
         self.command(&params.execution_id, command).await
     }

@@ -292,6 +292,10 @@ pub fn decode_execution(value: &Value) -> Result<Execution> {
         ended_lease: row.ended_lease()?,
         cancel_reason: row.opt_text("cancel_reason"),
         join: row.join()?,
+        suspends: 0,
+        suspension: None,
+        signals: Default::default(),
+        resumed_signals: Default::default(),
     })
 }
 

@@ -17,8 +17,8 @@ use weft_core::{
     Attempt, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, Error, Execution,
     ExecutionId, FailParams, FlowCreated, FlowId, FlowListParams, FlowPage, HeartbeatParams,
     HeartbeatReply, LaneDepth, LeaseEpoch, ListParams, Page, PartitionCount, PartitionId,
-    PartitionOwner, RebalanceParams, ReconcileReport, ReleaseParams, Result, Store, StoreEvent,
-    SubmitParams, Submitted, Task, TickReport, LIST_LIMIT_MAX,
+    PartitionOwner, RebalanceParams, ReconcileReport, ReleaseParams, Result, SignalParams, Store,
+    StoreEvent, SubmitParams, Submitted, SuspendParams, Task, TickReport, LIST_LIMIT_MAX,
 };
 
 use crate::codec;
@@ -277,6 +277,18 @@ impl Store for ValkeyStore {
             .arg(&params.lease.lease_id.0)
             .arg(params.lease.epoch.0);
         Self::execution_of(&self.run_on(&cmd, id, params.lease.epoch, None).await?)
+    }
+
+    async fn execution_suspend(&self, _params: &SuspendParams) -> Result<Execution> {
+        Err(Error::Unavailable(
+            "suspend is not built for Valkey yet".into(),
+        ))
+    }
+
+    async fn execution_signal(&self, _params: &SignalParams) -> Result<Execution> {
+        Err(Error::Unavailable(
+            "signals are not built for Valkey yet".into(),
+        ))
     }
 
     async fn execution_cancel(&self, params: &CancelParams) -> Result<Execution> {

@@ -15,8 +15,8 @@ use tokio::sync::broadcast;
 use weft_core::{
     Attempt, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, Error, Execution,
     ExecutionId, FailParams, HeartbeatParams, HeartbeatReply, LaneDepth, ListParams, Page,
-    PartitionCount, PartitionId, PartitionOwner, RebalanceParams, ReleaseParams, Result, Store,
-    SubmitParams, Submitted, Task, TickReport,
+    PartitionCount, PartitionId, PartitionOwner, RebalanceParams, ReleaseParams, Result,
+    SignalParams, Store, SubmitParams, Submitted, SuspendParams, Task, TickReport,
 };
 use weft_engine::EngineConfig;
 use weft_sqlite::{SqliteConfig, SqliteStore};
@@ -144,6 +144,14 @@ impl Store for CountingStore {
     async fn execution_release(&self, params: &ReleaseParams) -> Result<Execution> {
         self.count("execution_release");
         self.inner.execution_release(params).await
+    }
+    async fn execution_suspend(&self, params: &SuspendParams) -> Result<Execution> {
+        self.count("execution_suspend");
+        self.inner.execution_suspend(params).await
+    }
+    async fn execution_signal(&self, params: &SignalParams) -> Result<Execution> {
+        self.count("execution_signal");
+        self.inner.execution_signal(params).await
     }
     async fn execution_cancel(&self, params: &CancelParams) -> Result<Execution> {
         self.count("execution_cancel");

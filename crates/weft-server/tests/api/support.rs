@@ -15,7 +15,8 @@ use weft_core::{
     Attempt, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, Execution,
     ExecutionId, FailParams, FlowCreated, FlowId, FlowListParams, FlowPage, HeartbeatParams,
     HeartbeatReply, LaneDepth, ListParams, Page, PartitionCount, PartitionId, PartitionOwner,
-    RebalanceParams, ReleaseParams, Result, Store, SubmitParams, Submitted, Task, TickReport,
+    RebalanceParams, ReleaseParams, Result, SignalParams, Store, SubmitParams, Submitted,
+    SuspendParams, Task, TickReport,
 };
 use weft_server::{Server, ServerConfig};
 use weft_sqlite::{SqliteConfig, SqliteStore};
@@ -266,6 +267,12 @@ impl Store for Tweaked {
     }
     async fn execution_release(&self, params: &ReleaseParams) -> Result<Execution> {
         self.store.execution_release(params).await
+    }
+    async fn execution_suspend(&self, params: &SuspendParams) -> Result<Execution> {
+        self.store.execution_suspend(params).await
+    }
+    async fn execution_signal(&self, params: &SignalParams) -> Result<Execution> {
+        self.store.execution_signal(params).await
     }
     async fn execution_cancel(&self, params: &CancelParams) -> Result<Execution> {
         self.store.execution_cancel(params).await

@@ -12,12 +12,17 @@
 //! `timers_of` when it fires is dropped, never applied.
 //!
 //! Key operations: `submit` creates; `apply` moves an existing execution.
+//! Suspend, signal and the waitpoint timeout live in `suspend.rs`.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::ids::{AttemptNumber, ExecutionId, LeaseEpoch, LeaseId};
+mod suspend;
+
 use crate::model::{
     jitter_unit, Attempt, AttemptState, EndedBy, EndedLease, ErrorInfo, Execution, Lease, State,
     SubmitParams, LANE_DEFAULT, MAX_ATTEMPTS_DEFAULT, MAX_RECLAIMS_DEFAULT,
@@ -90,16 +95,19 @@ pub enum TimerKind {
     Deadline,
     /// A terminal execution is purged.
     Retention,
+    /// A suspended execution's first unsignalled waitpoint times out.
+    WaitpointTimeout,
 }
 
 impl TimerKind {
     /// Every kind, in declaration order.
-    pub const ALL: [TimerKind; 5] = [
+    pub const ALL: [TimerKind; 6] = [
         TimerKind::Delay,
         TimerKind::LeaseExpiry,
         TimerKind::AttemptTimeout,
         TimerKind::Deadline,
         TimerKind::Retention,
+        TimerKind::WaitpointTimeout,
     ];
 
     /// The stored name.
@@ -110,6 +118,7 @@ impl TimerKind {
             TimerKind::AttemptTimeout => "attempt_timeout",
             TimerKind::Deadline => "deadline",
             TimerKind::Retention => "retention",
+            TimerKind::WaitpointTimeout => "waitpoint_timeout",
         }
     }
 
@@ -149,6 +158,15 @@ pub fn timers_of(exec: &Execution, config: &MachineConfig) -> Vec<Timer> {
             if let Some(due_ms) = lease.timeout_at_ms {
                 timers.push(Timer {
                     kind: TimerKind::AttemptTimeout,
+                    due_ms,
+                });
+            }
+        }
+        (State::Suspended, _) => {
+            let next = exec.suspension.as_ref().and_then(|s| s.next_timeout());
+            if let Some(due_ms) = next.and_then(|w| w.timeout_at_ms) {
+                timers.push(Timer {
+                    kind: TimerKind::WaitpointTimeout,
                     due_ms,
                 });
             }
@@ -225,6 +243,25 @@ pub enum Command {
     Cancel {
         /// Why, for the record.
         reason: Option<String>,
+    },
+    /// A worker suspends the execution on waitpoints; the attempt ends
+    /// `suspended` unless buffered signals already satisfy them.
+    Suspend {
+        /// The lease presented.
+        lease: LeaseRef,
+        /// The waitpoints and when to resume.
+        spec: crate::waitpoint::SuspendSpec,
+    },
+    /// A signal for one waitpoint: delivered to the suspension in force, or
+    /// buffered until the execution suspends on that waitpoint.
+    Signal {
+        /// The waitpoint.
+        waitpoint: String,
+        /// What the signal carries.
+        payload: Value,
+        /// The suspension a token names; `None` for an operator's signal.
+        /// A token's signal must match the suspension in force.
+        seq: Option<u32>,
     },
     /// An operator runs a terminal execution again.
     Replay,
@@ -395,6 +432,10 @@ pub fn submit(
         ended_lease: None,
         cancel_reason: None,
         join: None,
+        suspends: 0,
+        suspension: None,
+        signals: BTreeMap::new(),
+        resumed_signals: BTreeMap::new(),
     };
     Ok(Transition::between(None, Some(exec), None, config))
 }
@@ -420,6 +461,12 @@ pub fn apply(
             retryable,
         } => fail(exec, &lease, error, retryable, now_ms, config),
         Command::Release { lease } => release(exec, &lease, now_ms, config),
+        Command::Suspend { lease, spec } => suspend::suspend(exec, &lease, &spec, now_ms, config),
+        Command::Signal {
+            waitpoint,
+            payload,
+            seq,
+        } => suspend::signal(exec, &waitpoint, payload, seq, now_ms, config),
         Command::Cancel { reason } => cancel(exec, reason, now_ms, config),
         Command::Replay => replay(exec, now_ms, config),
         Command::Fire(timer) => fire(exec, timer, now_ms, config),
@@ -516,13 +563,14 @@ fn heartbeat(
 /// retried and claimed again, that is the newer attempt's state, which tells
 /// the stale worker its write was applied. A release replays only until the
 /// execution is claimed again (the epoch moves on): the old lease then has
-/// nothing left to hand back, so it is `lease_lost` like any stale write.
+/// nothing left to hand back, so it is `lease_lost` like any stale write. A
+/// suspend replays the same way.
 fn is_replay(exec: &Execution, lease: &LeaseRef, by: EndedBy) -> bool {
     exec.ended_lease.as_ref().is_some_and(|e| {
         e.id == lease.lease_id
             && e.epoch == lease.epoch
             && e.by == by
-            && (by != EndedBy::Released || exec.epoch == lease.epoch)
+            && (!matches!(by, EndedBy::Released | EndedBy::Suspended) || exec.epoch == lease.epoch)
     })
 }
 
@@ -785,6 +833,9 @@ fn replay(exec: &Execution, now_ms: i64, config: &MachineConfig) -> Result<Trans
     next.ended_lease = None;
     next.cancel_reason = None;
     next.deadline_at_ms = exec.deadline_ms.map(|d| now_ms.saturating_add(d));
+    next.suspension = None;
+    next.signals.clear();
+    next.resumed_signals.clear();
     Ok(Transition::between(Some(exec), Some(next), None, config))
 }
 
@@ -838,6 +889,10 @@ fn fire(exec: &Execution, timer: Timer, now_ms: i64, config: &MachineConfig) -> 
             attempt
         }
         TimerKind::Retention => return Ok(Transition::between(Some(exec), None, None, config)),
+        TimerKind::WaitpointTimeout => {
+            suspend::time_out(&mut next, now_ms);
+            None
+        }
     };
     Ok(Transition::between(Some(exec), Some(next), attempt, config))
 }

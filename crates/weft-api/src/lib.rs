@@ -3,7 +3,9 @@
 //! silently ignored option), response bodies, the error body and its status
 //! codes, and RFC 3339 times. Shared by `weft-server` and every Rust client.
 //! Flows have their own module: [`FlowRequest`], [`AddNodesRequest`] and
-//! [`FlowView`].
+//! [`FlowView`]. Suspend and signal too: [`SuspendRequest`],
+//! [`SignalRequest`], [`ExecutionSignalRequest`] and the execution's
+//! [`SuspensionView`].
 //!
 //! ```
 //! use weft_api::{time, SubmitRequest};
@@ -25,10 +27,15 @@
 
 mod flow;
 pub mod time;
+mod waitpoint;
 
 pub use crate::flow::{
     parse_flow_state, AddNodesRequest, FlowEdgeView, FlowNodeRequest, FlowNodeView, FlowRequest,
     FlowSummary, FlowView, JoinRequest,
+};
+pub use crate::waitpoint::{
+    random_signing_key, ExecutionSignalRequest, SignalRequest, SignalResponse, SuspendRequest,
+    SuspendResponse, SuspensionView, WaitpointRequest, WaitpointTokenView, WaitpointView,
 };
 
 use std::collections::BTreeMap;
@@ -190,6 +197,10 @@ pub struct ExecutionView {
     /// Why it was cancelled.
     #[serde(default)]
     pub cancel_reason: Option<String>,
+    /// The suspension in force while `suspended`; `null` otherwise (an
+    /// addition to the contract).
+    #[serde(default)]
+    pub suspension: Option<SuspensionView>,
 }
 
 impl From<&Execution> for ExecutionView {
@@ -216,6 +227,11 @@ impl From<&Execution> for ExecutionView {
             finished_at: e.finished_at_ms.map(time::format_ms),
             deadline_at: e.deadline_at_ms.map(time::format_ms),
             cancel_reason: e.cancel_reason.clone(),
+            suspension: e
+                .suspension
+                .as_ref()
+                .filter(|_| e.state == State::Suspended)
+                .map(SuspensionView::from),
         }
     }
 }
@@ -337,6 +353,10 @@ pub struct TaskView {
     pub flow_id: Option<String>,
     /// The node key, for flow members.
     pub flow_node: Option<String>,
+    /// The payloads of the signals that resumed the execution, by waitpoint
+    /// (`{}` until it has suspended and resumed).
+    #[serde(default)]
+    pub signals: BTreeMap<String, Value>,
 }
 
 impl From<&Task> for TaskView {
@@ -355,6 +375,7 @@ impl From<&Task> for TaskView {
             inputs: t.inputs.clone(),
             flow_id: t.flow_id.as_ref().map(ToString::to_string),
             flow_node: t.flow_node.clone(),
+            signals: t.signals.clone(),
         }
     }
 }

@@ -47,12 +47,22 @@ struct Args {
     /// Rounds of the quorum-cancel scenario.
     #[arg(long, default_value_t = 20)]
     quorum_rounds: u32,
+    /// Round trips in the suspend → signal → resume → complete scenario.
+    #[arg(long, default_value_t = 500)]
+    suspend_rounds: u32,
     /// Seconds the idle engine is watched.
     #[arg(long, default_value_t = 5)]
     idle_seconds: u64,
     /// A Valkey to use (`redis://HOST:PORT`); one is started when absent.
     #[arg(long, env = "WEFT_BENCH_VALKEY_URL")]
     valkey_url: Option<String>,
+    /// Runs only these scenarios (numbers 1–6 as in the README), e.g. `1,3`.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<u8>,
+    /// Runs Weft only on these backends (the raw-Valkey baseline always runs
+    /// with scenario 1).
+    #[arg(long, value_delimiter = ',', default_value = "valkey,sqlite")]
+    backends: Vec<Backend>,
     /// Where the rows are written as JSON.
     #[arg(long, default_value = "target/bench/latest.json")]
     json: PathBuf,
@@ -86,6 +96,7 @@ fn write_json(path: &PathBuf, rows: &[Row]) -> std::io::Result<()> {
 }
 
 /// The backends Weft runs on in this benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Backend {
     Valkey,
     Sqlite,
@@ -152,29 +163,37 @@ async fn run(args: &Args) -> Result<Vec<Row>, String> {
         producers: args.producers,
         claim_batch: args.claim_batch,
     };
+    let wanted = |n: u8| args.only.is_empty() || args.only.contains(&n);
     let mut rows = Vec::new();
-    let baseline = baseline_row(&env, spec).await?;
-    let baseline_rate = baseline.throughput_per_s;
-    rows.push(baseline);
-    for backend in [Backend::Valkey, Backend::Sqlite] {
-        let mut row = throughput_row(&env, &backend, spec).await?;
-        row.ratio_to_baseline = row.throughput_per_s.zip(baseline_rate).map(|(w, b)| w / b);
-        rows.push(row);
+    if wanted(1) {
+        let baseline = baseline_row(&env, spec).await?;
+        let baseline_rate = baseline.throughput_per_s;
+        rows.push(baseline);
+        for backend in &args.backends {
+            let mut row = throughput_row(&env, backend, spec).await?;
+            row.ratio_to_baseline = row.throughput_per_s.zip(baseline_rate).map(|(w, b)| w / b);
+            rows.push(row);
+        }
     }
-    for backend in [Backend::Valkey, Backend::Sqlite] {
-        rows.extend(flow_rows(&env, &backend, args).await?);
+    if wanted(2) || wanted(4) {
+        for backend in &args.backends {
+            rows.extend(flow_rows(&env, backend, args).await?);
+        }
     }
-    rows.push(Row {
-        scenario: "suspend → signal → resume".into(),
-        backend: "-".into(),
-        note: "skipped: needs #6".into(),
-        ..Row::default()
-    });
-    for backend in [Backend::Valkey, Backend::Sqlite] {
-        rows.push(delayed_row(&env, &backend, args).await?);
+    if wanted(3) {
+        for backend in &args.backends {
+            rows.push(suspend_row(&env, backend, args).await?);
+        }
     }
-    for backend in [Backend::Valkey, Backend::Sqlite] {
-        rows.push(idle_row(&env, &backend, args).await?);
+    if wanted(5) {
+        for backend in &args.backends {
+            rows.push(delayed_row(&env, backend, args).await?);
+        }
+    }
+    if wanted(6) {
+        for backend in &args.backends {
+            rows.push(idle_row(&env, backend, args).await?);
+        }
     }
     Ok(rows)
 }
@@ -302,6 +321,30 @@ async fn flow_rows(env: &Env, backend: &Backend, args: &Args) -> Result<Vec<Row>
             ..Row::default()
         },
     ])
+}
+
+async fn suspend_row(env: &Env, backend: &Backend, args: &Args) -> Result<Row, String> {
+    let store = env.store(backend, "suspend").await?;
+    let engine = Engine::try_start(Arc::clone(&store), EngineConfig::default())
+        .map_err(|e| e.to_string())?;
+    let label = format!("suspend: {}", backend.name());
+    let measured = scenarios::suspend::run(store.as_ref(), args.suspend_rounds, &label).await;
+    engine.shutdown().await;
+    let mut m = measured?;
+    let resume = Percentiles::of(&mut m.resume_ms);
+    Ok(Row {
+        scenario: format!(
+            "suspend → signal → resume → complete ({} round trips)",
+            args.suspend_rounds
+        ),
+        backend: backend.name().into(),
+        latency: Some(Percentiles::of(&mut m.round_trips_ms)),
+        note: format!(
+            "round trip from suspend to completion; signal → resumed task p50 {:.2} ms, p99 {:.2} ms",
+            resume.p50_ms, resume.p99_ms
+        ),
+        ..Row::default()
+    })
 }
 
 async fn delayed_row(env: &Env, backend: &Backend, args: &Args) -> Result<Row, String> {

@@ -24,7 +24,7 @@
 //! Areas, one module each, each opening with its goal and method:
 //! [`lifecycle`], [`retry`], [`leases`], [`release`], [`timers`], [`claims`],
 //! [`idempotency`], [`cancel_replay`], [`validation`], [`retention`],
-//! [`engine`], [`flows`]; shared factories and assertions live in
+//! [`engine`], [`flows`], [`waitpoints`]; shared factories and assertions live in
 //! [`support`]. Areas that need an optional capability (flows) probe it
 //! first and skip with a reason when the store lacks it.
 //!
@@ -54,6 +54,7 @@ pub mod retry;
 pub mod support;
 pub mod timers;
 pub mod validation;
+pub mod waitpoints;
 
 /// What the suite's macro needs at the call site; not part of the API.
 #[doc(hidden)]
@@ -282,6 +283,22 @@ macro_rules! conformance_suite {
             }
             outbox {
                 large_cascades_and_cancels_continue_through_the_outbox,
+            }
+            waitpoints {
+                suspend_all_resumes_on_every_signal,
+                suspend_any_resumes_on_one_signal,
+                buffered_signal_satisfies_the_suspend,
+                signal_outside_the_suspension_is_buffered,
+                repeated_and_late_signals_conflict,
+                token_signals_open_one_waitpoint_once,
+                every_timeout_behaviour,
+                timeout_counts_only_unsignalled_waitpoints,
+                cancel_while_suspended,
+                deadline_expires_suspended,
+                repeated_suspend_is_replayed_until_reclaimed,
+                replay_clears_signals,
+                bad_suspends_and_signals_are_refused,
+                suspended_flow_member_blocks_its_downstream,
             }
         }
     };

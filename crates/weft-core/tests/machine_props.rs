@@ -7,22 +7,34 @@
 //! (only the current, unexpired lease writes, a repeated terminal write is a
 //! replay); and errors that change nothing.
 //!
+//! Waitpoints add: a suspend either ends the attempt (`suspended`, no lease,
+//! nothing counted) or, when buffered signals satisfy it, keeps the lease; a
+//! suspended execution's waitpoints are signalled exactly when their signal
+//! is held, and its suspension is never already satisfied; a signal is
+//! delivered, buffered or refused (`conflict`, `invalid_token`) exactly as
+//! the suspension in force says; a waitpoint timeout applies the first
+//! unsignalled waitpoint's `on_timeout`; replay clears every signal.
+//!
 //! Method: proptest generates a few executions and a random sequence of
-//! commands (claims, heartbeats, completes, fails and releases with the
-//! current, a stale or a forged lease, cancels, replays, timer firings that
-//! are due, early or stale, whole-partition ticks and time advances). A small in-memory store
+//! commands (claims, heartbeats, completes, fails, releases and suspends with
+//! the current, a stale or a forged lease, operator and token signals,
+//! cancels, replays, timer firings that are due, early or stale,
+//! whole-partition ticks and time advances). A small in-memory store
 //! model applies each command through `weft_core::machine` and maintains its
 //! index entries and timers ONLY from the transitions' diffs
 //! (`index_from`/`index_to`, `timers_clear`/`timers_set`), exactly as a real
 //! store would; after every step the model is compared with `index_of` and
 //! `timers_of` of the executions it holds.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use serde_json::json;
+use serde_json::{json, Value};
 use weft_core::machine::{self, index_of, timers_of};
+use weft_core::waitpoint::{
+    OnTimeout, ResumeWhen, SuspendSpec, WaitpointSpec, SIGNALS_BUFFERED_MAX,
+};
 use weft_core::{
     AttemptChange, AttemptState, Backoff, Command, EndedBy, Error, ErrorInfo, Execution,
     ExecutionId, IndexKey, LeaseId, LeaseRef, MachineConfig, Outcome, PartitionId, State,
@@ -85,6 +97,16 @@ enum Op {
         slot: usize,
         lease: LeaseChoice,
     },
+    Suspend {
+        slot: usize,
+        lease: LeaseChoice,
+        spec: SuspendSpec,
+    },
+    Signal {
+        slot: usize,
+        waitpoint: &'static str,
+        seq: SeqChoice,
+    },
     Cancel {
         slot: usize,
     },
@@ -97,6 +119,57 @@ enum Op {
         mode: FireMode,
     },
     Tick,
+}
+
+/// Who sends a signal.
+#[derive(Clone, Copy, Debug)]
+enum SeqChoice {
+    /// An operator (`seq: None`).
+    Operator,
+    /// A token of the last suspension (seq 1 before any).
+    Current,
+    /// A token naming this seq.
+    Other(u32),
+}
+
+/// The waitpoint names suspends and signals pick from; signals also name
+/// one no suspend declares.
+const WAITPOINTS: [&str; 3] = ["a", "b", "c"];
+
+fn suspend_spec() -> impl Strategy<Value = SuspendSpec> {
+    let waitpoint = (
+        prop::option::of(prop_oneof![50i64..800, 800i64..3_000]),
+        prop::sample::select(OnTimeout::ALL.to_vec()),
+    );
+    (
+        prop::sample::subsequence(WAITPOINTS.to_vec(), 0..=3),
+        prop::collection::vec(waitpoint, 3),
+        prop::bool::ANY,
+    )
+        .prop_map(|(names, timing, any)| SuspendSpec {
+            waitpoints: names
+                .into_iter()
+                .zip(timing)
+                .map(|(name, (timeout_ms, on_timeout))| WaitpointSpec {
+                    timeout_ms,
+                    on_timeout,
+                    ..WaitpointSpec::new(name)
+                })
+                .collect(),
+            resume_when: if any {
+                ResumeWhen::Any
+            } else {
+                ResumeWhen::All
+            },
+        })
+}
+
+fn seq_choice() -> impl Strategy<Value = SeqChoice> {
+    prop_oneof![
+        3 => Just(SeqChoice::Operator),
+        3 => Just(SeqChoice::Current),
+        1 => (0u32..4).prop_map(SeqChoice::Other),
+    ]
 }
 
 fn lease_choice() -> impl Strategy<Value = LeaseChoice> {
@@ -126,6 +199,10 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(slot, lease, retryable)| Op::Fail { slot, lease, retryable }),
         3 => (slot.clone(), lease_choice())
             .prop_map(|(slot, lease)| Op::Release { slot, lease }),
+        4 => (slot.clone(), lease_choice(), suspend_spec())
+            .prop_map(|(slot, lease, spec)| Op::Suspend { slot, lease, spec }),
+        5 => (slot.clone(), prop::sample::select(vec!["a", "b", "c", "d"]), seq_choice())
+            .prop_map(|(slot, waitpoint, seq)| Op::Signal { slot, waitpoint, seq }),
         1 => slot.clone().prop_map(|slot| Op::Cancel { slot }),
         1 => slot.clone().prop_map(|slot| Op::Replay { slot }),
         3 => (slot, timer_kind(), prop_oneof![3 => Just(FireMode::Current), 1 => Just(FireMode::Stale)])
@@ -177,19 +254,40 @@ fn ended_by(cmd: &Command) -> Option<EndedBy> {
         Command::Complete { .. } => Some(EndedBy::Completed),
         Command::Fail { .. } => Some(EndedBy::Failed),
         Command::Release { .. } => Some(EndedBy::Released),
+        Command::Suspend { .. } => Some(EndedBy::Suspended),
         _ => None,
     }
 }
 
 /// Whether `by` with `lease` repeats the write that ended the last lease; a
-/// release replays only until the next claim moves the epoch on.
+/// release or a suspend replays only until the next claim moves the epoch
+/// on.
 fn is_replay(old: &Execution, lease: &LeaseRef, by: EndedBy) -> bool {
     old.ended_lease.as_ref().is_some_and(|e| {
         e.id == lease.lease_id
             && e.epoch == lease.epoch
             && e.by == by
-            && (by != EndedBy::Released || old.epoch == lease.epoch)
+            && (!matches!(by, EndedBy::Released | EndedBy::Suspended) || old.epoch == lease.epoch)
     })
+}
+
+/// Whether `flags` (signalled per waitpoint) end a suspension.
+fn satisfied(resume_when: ResumeWhen, flags: &[bool]) -> bool {
+    match resume_when {
+        ResumeWhen::All => flags.iter().all(|f| *f),
+        ResumeWhen::Any => flags.iter().any(|f| *f),
+    }
+}
+
+/// Splits `signals` into those named by `names` and the rest.
+fn split_signals(
+    signals: &BTreeMap<String, Value>,
+    names: &[String],
+) -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
+    signals
+        .clone()
+        .into_iter()
+        .partition(|(k, _)| names.contains(k))
 }
 
 /// One index entry as a store keeps it: the key, and for the ready index the
@@ -219,6 +317,8 @@ struct Model {
     leases: Vec<Vec<LeaseRef>>,
     /// The highest epoch ever seen per slot.
     epochs: Vec<u64>,
+    /// Signals sent so far, so each payload is distinct.
+    sent: u64,
 }
 
 type Check = Result<(), TestCaseError>;
@@ -234,6 +334,7 @@ impl Model {
             timers: BTreeSet::new(),
             leases: Vec::new(),
             epochs: Vec::new(),
+            sent: 0,
         };
         for (slot, params) in specs.iter().enumerate() {
             let id = ExecutionId::mint(PartitionId(0), model.now_ms);
@@ -349,6 +450,35 @@ impl Model {
         prop_assert!(exec.reclaims <= exec.max_reclaims + 1);
         prop_assert!(exec.epoch.0 >= self.epochs[slot], "the epoch went back");
         self.epochs[slot] = exec.epoch.0;
+        Self::check_waitpoints(&exec)
+    }
+
+    /// The suspension and signals of one execution agree with its state.
+    fn check_waitpoints(exec: &Execution) -> Check {
+        prop_assert!(exec.signals.len() <= SIGNALS_BUFFERED_MAX);
+        if let Some(s) = &exec.suspension {
+            prop_assert_eq!(s.seq, exec.suspends, "the last suspension is recorded");
+            prop_assert!(!s.waitpoints.is_empty());
+        }
+        if exec.state != State::Suspended {
+            return Ok(());
+        }
+        let s = exec.suspension.as_ref();
+        prop_assert!(s.is_some(), "suspended without a suspension");
+        let Some(s) = s else { return Ok(()) };
+        prop_assert!(!s.satisfied(), "a satisfied suspension stays in force");
+        for w in &s.waitpoints {
+            prop_assert_eq!(
+                w.signalled,
+                exec.signals.contains_key(&w.name),
+                "waitpoint {} is signalled exactly when its signal is held",
+                &w.name
+            );
+            prop_assert!(w.expires_at_ms > s.suspended_at_ms);
+            if let Some(at) = w.timeout_at_ms {
+                prop_assert_eq!(w.expires_at_ms, at, "a token lasts until the timeout");
+            }
+        }
         Ok(())
     }
 
@@ -433,6 +563,20 @@ impl Model {
                 };
                 self.worker_write(slot, lease, cmd)
             }
+            Op::Suspend { slot, lease, spec } => {
+                let slot = slot % self.execs.len();
+                let lease = self.pick_lease(slot, lease);
+                let cmd = Command::Suspend {
+                    lease: lease.clone(),
+                    spec: spec.clone(),
+                };
+                self.worker_write(slot, lease, cmd)
+            }
+            Op::Signal {
+                slot,
+                waitpoint,
+                seq,
+            } => self.signal(slot % self.execs.len(), waitpoint, *seq),
             Op::Cancel { slot } => self.operator(slot % self.execs.len(), true),
             Op::Replay { slot } => self.operator(slot % self.execs.len(), false),
             Op::Fire { slot, kind, mode } => self.fire(slot % self.execs.len(), *kind, *mode),
@@ -469,6 +613,7 @@ impl Model {
                         Error::Conflict { .. }
                             | Error::LeaseLost { .. }
                             | Error::InvalidArgument { .. }
+                            | Error::InvalidToken
                     ),
                     "unexpected error {:?}",
                     e
@@ -525,6 +670,11 @@ impl Model {
         };
         let is_heartbeat = matches!(cmd, Command::Heartbeat { .. });
         let completing = matches!(cmd, Command::Complete { .. });
+        let suspending = match &cmd {
+            Command::Suspend { spec, .. } => Some(spec.clone()),
+            _ => None,
+        };
+        let spec_valid = suspending.as_ref().is_none_or(|s| s.validate().is_ok());
         let by = ended_by(&cmd);
         let valid = old.lease.as_ref().is_some_and(|l| {
             l.id == lease.lease_id && l.epoch == lease.epoch && l.expires_at_ms > self.now_ms
@@ -543,7 +693,10 @@ impl Model {
                             "fencing: a write with a stale or expired lease applied"
                         );
                         prop_assert!(!replay);
-                        if is_heartbeat {
+                        prop_assert!(spec_valid, "a bad suspend applied");
+                        if let Some(spec) = &suspending {
+                            self.check_suspend(&old, new, &t, spec, &lease)?;
+                        } else if is_heartbeat {
                             prop_assert_eq!(new.state, State::Active);
                             prop_assert_eq!(new.epoch, old.epoch);
                         } else {
@@ -567,8 +720,14 @@ impl Model {
             }
             None => Ok(()),
             Some(Err(Error::LeaseLost { epoch, .. })) => {
+                prop_assert!(spec_valid, "a bad suspend is refused before its lease");
                 prop_assert!(!valid && !replay, "a valid lease was refused");
                 prop_assert_eq!(epoch, lease.epoch, "the error names the presented epoch");
+                Ok(())
+            }
+            Some(Err(Error::InvalidArgument { field, .. })) if suspending.is_some() => {
+                prop_assert!(!spec_valid, "a valid suspend was refused");
+                prop_assert!(field.starts_with("waitpoints"), "field {}", field);
                 Ok(())
             }
             Some(Err(Error::InvalidArgument { field, .. })) => {
@@ -580,6 +739,166 @@ impl Model {
                 Ok(())
             }
             Some(Err(e)) => Err(TestCaseError::fail(format!("worker write: {e:?}"))),
+        }
+    }
+
+    /// A suspend either ends the attempt `suspended` (lease released,
+    /// nothing counted, signals kept) or, when the buffered signals satisfy
+    /// it, keeps the lease and hands those signals on.
+    fn check_suspend(
+        &self,
+        old: &Execution,
+        new: &Execution,
+        t: &Transition,
+        spec: &SuspendSpec,
+        lease: &LeaseRef,
+    ) -> Check {
+        prop_assert_eq!(new.suspends, old.suspends + 1);
+        let s = new.suspension.as_ref();
+        prop_assert!(s.is_some(), "a suspend records its suspension");
+        let Some(s) = s else { return Ok(()) };
+        prop_assert_eq!(s.seq, new.suspends);
+        prop_assert_eq!(s.suspended_at_ms, self.now_ms);
+        let names: Vec<String> = spec.waitpoints.iter().map(|w| w.name.clone()).collect();
+        let recorded: Vec<String> = s.waitpoints.iter().map(|w| w.name.clone()).collect();
+        prop_assert_eq!(&recorded, &names);
+        let flags: Vec<bool> = names.iter().map(|n| old.signals.contains_key(n)).collect();
+        for ((w, d), flag) in s.waitpoints.iter().zip(&spec.waitpoints).zip(&flags) {
+            prop_assert_eq!(w.signalled, *flag, "buffered signals count");
+            prop_assert_eq!(w.timeout_at_ms, d.timeout_ms.map(|t| self.now_ms + t));
+            prop_assert_eq!(w.on_timeout, d.on_timeout);
+        }
+        prop_assert_eq!(
+            (new.failures, new.reclaims, new.attempts, new.epoch),
+            (old.failures, old.reclaims, old.attempts, old.epoch),
+            "a suspend counts nothing"
+        );
+        if satisfied(spec.resume_when, &flags) {
+            prop_assert_eq!(new.state, State::Active, "already satisfied");
+            prop_assert_eq!(&new.lease, &old.lease, "the lease stays");
+            prop_assert!(t.attempt.is_none(), "the attempt goes on");
+            let (taken, kept) = split_signals(&old.signals, &names);
+            prop_assert_eq!(&new.resumed_signals, &taken);
+            prop_assert_eq!(&new.signals, &kept);
+        } else {
+            prop_assert_eq!(new.state, State::Suspended);
+            prop_assert!(new.lease.is_none(), "the lease is released");
+            let ended = matches!(
+                t.attempt,
+                Some(AttemptChange::End {
+                    number,
+                    state: AttemptState::Suspended,
+                    error: None,
+                    ..
+                }) if number.0 == old.attempts
+            );
+            prop_assert!(ended, "the attempt ends suspended: {:?}", t.attempt);
+            let by = new.ended_lease.as_ref().map(|e| (&e.id, e.epoch, e.by));
+            prop_assert_eq!(by, Some((&lease.lease_id, lease.epoch, EndedBy::Suspended)));
+            prop_assert_eq!(&new.signals, &old.signals);
+            prop_assert_eq!(&new.resumed_signals, &old.resumed_signals);
+        }
+        Ok(())
+    }
+
+    /// A signal is refused, delivered or buffered exactly as the suspension
+    /// in force says.
+    fn signal(&mut self, slot: usize, waitpoint: &str, choice: SeqChoice) -> Check {
+        let Some(old) = self.execs[slot].clone() else {
+            return Ok(());
+        };
+        self.sent += 1;
+        let payload = json!({ "n": self.sent });
+        let seq = match choice {
+            SeqChoice::Operator => None,
+            SeqChoice::Current => Some(old.suspension.as_ref().map_or(1, |s| s.seq)),
+            SeqChoice::Other(n) => Some(n),
+        };
+        let in_force = old
+            .suspension
+            .as_ref()
+            .filter(|_| old.state == State::Suspended);
+        let position = in_force.and_then(|s| s.waitpoints.iter().position(|w| w.name == waitpoint));
+        let open = match (in_force, position) {
+            (Some(s), Some(i)) => !s.waitpoints[i].signalled && seq.is_none_or(|n| n == s.seq),
+            _ => false,
+        };
+        let cmd = Command::Signal {
+            waitpoint: waitpoint.to_owned(),
+            payload: payload.clone(),
+            seq,
+        };
+        // What the machine must do, decided from the old execution alone.
+        let signalled = match (in_force, position) {
+            (Some(s), Some(i)) => s.waitpoints[i].signalled,
+            _ => false,
+        };
+        let conflict = old.state.is_terminal()
+            || (seq.is_none()
+                && if position.is_some() {
+                    signalled
+                } else {
+                    old.signals.contains_key(waitpoint) || old.signals.len() >= SIGNALS_BUFFERED_MAX
+                });
+        let invalid_token = !old.state.is_terminal() && seq.is_some() && !open;
+        let result = self.apply(slot, cmd)?;
+        match result {
+            None => Ok(()),
+            Some(Err(Error::Conflict { .. })) => {
+                prop_assert!(
+                    conflict,
+                    "a signal refused as conflict: {:?} {:?}",
+                    old.state,
+                    seq
+                );
+                Ok(())
+            }
+            Some(Err(Error::InvalidToken)) => {
+                prop_assert!(invalid_token, "a token refused: {:?} {:?}", old.state, seq);
+                Ok(())
+            }
+            Some(Ok(t)) => {
+                prop_assert_eq!(t.outcome, Outcome::Applied);
+                prop_assert!(
+                    !conflict && !invalid_token,
+                    "a signal applied: {:?} {:?}",
+                    old.state,
+                    seq
+                );
+                prop_assert!(t.attempt.is_none());
+                let new = t.execution.as_ref().expect("signals never purge");
+                if let (Some(s), true) = (in_force, position.is_some()) {
+                    prop_assert!(open, "a closed waitpoint took a signal");
+                    let flags: Vec<bool> = s
+                        .waitpoints
+                        .iter()
+                        .map(|w| w.signalled || w.name == waitpoint)
+                        .collect();
+                    let names: Vec<String> = s.waitpoints.iter().map(|w| w.name.clone()).collect();
+                    let mut held = old.signals.clone();
+                    held.insert(waitpoint.to_owned(), payload);
+                    if satisfied(s.resume_when, &flags) {
+                        prop_assert_eq!(new.state, State::Waiting, "the signal resumes it");
+                        prop_assert_eq!(new.ready_at_ms, self.now_ms);
+                        let (taken, kept) = split_signals(&held, &names);
+                        prop_assert_eq!(&new.resumed_signals, &taken);
+                        prop_assert_eq!(&new.signals, &kept);
+                    } else {
+                        prop_assert_eq!(new.state, State::Suspended);
+                        prop_assert_eq!(&new.signals, &held);
+                    }
+                } else {
+                    prop_assert!(seq.is_none(), "a token's signal was buffered");
+                    prop_assert!(!old.signals.contains_key(waitpoint));
+                    prop_assert_eq!(new.state, old.state, "a buffered signal moves nothing");
+                    let mut held = old.signals.clone();
+                    held.insert(waitpoint.to_owned(), payload);
+                    prop_assert_eq!(&new.signals, &held);
+                    prop_assert_eq!(&new.resumed_signals, &old.resumed_signals);
+                }
+                Ok(())
+            }
+            Some(Err(e)) => Err(TestCaseError::fail(format!("signal: {e:?}"))),
         }
     }
 
@@ -633,6 +952,9 @@ impl Model {
                         old.deadline_ms.map(|d| self.now_ms + d),
                         "replay restarts the deadline"
                     );
+                    prop_assert!(new.signals.is_empty() && new.resumed_signals.is_empty());
+                    prop_assert!(new.suspension.is_none());
+                    prop_assert_eq!(new.suspends, old.suspends, "suspension numbers go on");
                 }
                 Ok(())
             }
@@ -673,10 +995,14 @@ impl Model {
             ),
         };
         let due = timer.due_ms <= self.now_ms;
+        let old = self.execs[slot].clone();
         match self.apply(slot, Command::Fire(timer))? {
             Some(Ok(t)) => {
                 if current && due {
                     prop_assert_eq!(t.outcome, Outcome::Applied, "a due, current timer applies");
+                    if let Some(old) = &old {
+                        self.check_fired(old, timer, &t)?;
+                    }
                 } else {
                     prop_assert_eq!(
                         t.outcome,
@@ -691,6 +1017,49 @@ impl Model {
         }
     }
 
+    /// A waitpoint timeout applies the behaviour of the suspension's first
+    /// unsignalled waitpoint to time out.
+    fn check_fired(&self, old: &Execution, timer: Timer, t: &Transition) -> Check {
+        if timer.kind != TimerKind::WaitpointTimeout {
+            return Ok(());
+        }
+        prop_assert_eq!(old.state, State::Suspended);
+        let s = old.suspension.as_ref();
+        let w = s.and_then(|s| s.next_timeout());
+        prop_assert!(w.is_some(), "a waitpoint timer without a waitpoint");
+        let (Some(s), Some(w)) = (s, w) else {
+            return Ok(());
+        };
+        prop_assert_eq!(w.timeout_at_ms, Some(timer.due_ms));
+        prop_assert!(t.attempt.is_none(), "no attempt is running");
+        let new = t.execution.as_ref().expect("a timeout never purges");
+        let kind = new.error.as_ref().and_then(|e| e.kind.as_deref());
+        let expected = match w.on_timeout {
+            OnTimeout::Fail => State::Failed,
+            OnTimeout::Cancel => State::Cancelled,
+            OnTimeout::Expire => State::Expired,
+            OnTimeout::Resume => State::Waiting,
+        };
+        prop_assert_eq!(new.state, expected, "on_timeout {:?}", w.on_timeout);
+        prop_assert_eq!(new.failures, old.failures);
+        match w.on_timeout {
+            OnTimeout::Fail | OnTimeout::Expire => {
+                prop_assert_eq!(kind, Some("waitpoint_timeout"))
+            }
+            OnTimeout::Cancel => prop_assert!(new.cancel_reason.is_some()),
+            OnTimeout::Resume => {
+                let names: Vec<String> = s.waitpoints.iter().map(|w| w.name.clone()).collect();
+                let (taken, kept) = split_signals(&old.signals, &names);
+                let received = s.waitpoints.iter().filter(|w| w.signalled).count();
+                prop_assert_eq!(taken.len(), received, "what arrived so far");
+                prop_assert_eq!(&new.resumed_signals, &taken);
+                prop_assert_eq!(&new.signals, &kept);
+                prop_assert_eq!(new.ready_at_ms, self.now_ms);
+            }
+        }
+        Ok(())
+    }
+
     /// Fires every due timer in due order, as a store's tick does.
     fn tick(&mut self) -> Check {
         for _ in 0..64 {
@@ -703,8 +1072,14 @@ impl Model {
             let Some((slot, timer)) = next else {
                 return Ok(());
             };
+            let old = self.execs[slot].clone();
             match self.apply(slot, Command::Fire(timer))? {
-                Some(Ok(t)) => prop_assert_eq!(t.outcome, Outcome::Applied),
+                Some(Ok(t)) => {
+                    prop_assert_eq!(t.outcome, Outcome::Applied);
+                    if let Some(old) = &old {
+                        self.check_fired(old, timer, &t)?;
+                    }
+                }
                 None => prop_assert!(false, "a timer outlived its execution"),
                 Some(Err(e)) => return Err(TestCaseError::fail(format!("timers never fail: {e}"))),
             }

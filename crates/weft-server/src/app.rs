@@ -2,8 +2,8 @@
 //!
 //! Key operations: [`Server::new`] validates the config; [`Server::router`]
 //! builds the axum router (every route of the contract for executions,
-//! workers, flows, lanes, health and metrics, plus `release` and the
-//! dashboard);
+//! workers, flows, signals, lanes, health and metrics, plus `release` and
+//! the dashboard);
 //! [`Server::serve`]
 //! answers on a listener until a shutdown future resolves, then wakes every
 //! long-poll so it answers at once, stops accepting, and lets in-flight
@@ -21,8 +21,9 @@ use weft_core::{Result, Store};
 use weft_engine::EngineMetrics;
 
 use crate::config::ServerConfig;
+use crate::keys::Keys;
 use crate::metrics::HttpMetrics;
-use crate::routes::{executions, flows, ops, workers};
+use crate::routes::{executions, flows, ops, signals, workers};
 
 /// Where `GET /metrics` and the dashboard read the engine's counters: a
 /// function so that the caller keeps ownership of its `EngineHandle`. It
@@ -45,6 +46,8 @@ pub(crate) struct AppState {
     pub(crate) claim_rotation: Arc<AtomicU32>,
     /// Set to `true` when the server begins shutting down.
     pub(crate) shutdown: Arc<watch::Sender<bool>>,
+    /// Signs and verifies waitpoint tokens.
+    pub(crate) keys: Keys,
 }
 
 /// An HTTP API server over one store.
@@ -62,16 +65,20 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// A server over `store`, reporting `engine_metrics` when given.
+    /// A server over `store`, reporting `engine_metrics` when given. Its
+    /// waitpoint tokens are signed by an ephemeral key (they do not survive
+    /// a restart) unless [`Server::with_keys`] says otherwise.
     ///
     /// # Errors
-    /// `invalid_argument` naming the config field at fault.
+    /// `invalid_argument` naming the config field at fault; `internal` when
+    /// the system has no randomness for the ephemeral key.
     pub fn new(
         store: Arc<dyn Store>,
         engine_metrics: Option<EngineMetricsSource>,
         config: ServerConfig,
     ) -> Result<Self> {
         config.validate()?;
+        let keys = Keys::ephemeral().map_err(|e| weft_core::Error::Internal(e.to_string()))?;
         let (shutdown, _) = watch::channel(false);
         Ok(Self {
             state: AppState {
@@ -81,8 +88,16 @@ impl Server {
                 http: Arc::new(HttpMetrics::default()),
                 claim_rotation: Arc::new(AtomicU32::new(0)),
                 shutdown: Arc::new(shutdown),
+                keys,
             },
         })
+    }
+
+    /// The same server, signing and verifying waitpoint tokens with `keys`.
+    #[must_use]
+    pub fn with_keys(mut self, keys: Keys) -> Self {
+        self.state.keys = keys;
+        self
     }
 
     /// The router with every route, auth, request logging and metrics.
@@ -106,6 +121,12 @@ impl Server {
             .route("/v1/executions/{id}/complete", post(workers::complete))
             .route("/v1/executions/{id}/fail", post(workers::fail))
             .route("/v1/executions/{id}/release", post(workers::release))
+            .route("/v1/executions/{id}/suspend", post(signals::suspend))
+            .route(
+                "/v1/executions/{id}/signals",
+                post(signals::signal_execution),
+            )
+            .route("/v1/signals", post(signals::signal))
             .route("/v1/claims", post(workers::claim))
             .route("/v1/flows", post(flows::create).get(flows::list))
             .route("/v1/flows/{id}", get(flows::get_one))

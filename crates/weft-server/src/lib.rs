@@ -64,6 +64,12 @@
 //!     answers `200` with the execution as it is, until the execution is
 //!     claimed again (then `409 lease_lost`); an unknown id is `404`.
 //!   - The attempt state `released` in `GET /v1/executions/{id}/attempts`.
+//!   - Suspend answers also carry `signals` (the buffered signals that
+//!     satisfied it) while the execution stays `active`; execution objects
+//!     carry `suspension` (`{"seq", "resume_when", "suspended_at",
+//!     "waitpoints": [{"name", "signalled", "timeout_at", "on_timeout",
+//!     "expires_at"}]}`) while `suspended`, `null` otherwise; tasks carry
+//!     `signals` always (`{}` before any resume).
 //!   - Flow objects also carry `updated_at`, `on_failure` and
 //!     `idempotency_key`; `POST /v1/flows/{id}/nodes` takes an optional
 //!     `lane`, the lane of new nodes that name none (a flow keeps no lane).
@@ -91,6 +97,13 @@
 //!   back what it took. Only an answer already on the wire when the
 //!   connection closes is lost; its lease lapses.
 //!
+//! - **Waitpoint tokens** are signed and verified with [`Keys`]: an
+//!   ephemeral key unless [`Server::with_keys`] names a keyring (a file is
+//!   re-read when it changes; see the `keys` module). `POST /v1/signals`
+//!   verifies its token before any store call; a genuine token whose
+//!   execution has ended or whose waitpoint was already signalled is used
+//!   up, `403 invalid_token` like a forged one.
+//!
 //! ## Key operations
 //!
 //! - [`Server::new`] validates the [`ServerConfig`]; [`Server::router`]
@@ -106,6 +119,7 @@ mod config;
 mod dashboard;
 mod error;
 mod extract;
+pub mod keys;
 mod metrics;
 mod routes;
 mod waiting;
@@ -118,5 +132,6 @@ pub use crate::{
         PAYLOAD_BYTES_MAX_MAX, PAYLOAD_BYTES_MAX_MIN, POLL_INTERVAL_DEFAULT,
     },
     error::{ApiError, ApiResult},
+    keys::Keys,
     routes::executions::LIST_LIMIT_DEFAULT,
 };

@@ -267,6 +267,118 @@ local function fn_release(keys, args)
   return ok('applied', flat(e))
 end
 
+-- ARGV[4] id, [5] lease id, [6] epoch, [7] '1' when Rust refuses the spec
+-- (`SuspendSpec::validate`): refused before the replay check, as the state
+-- machine validates first; [8] resume_when, [9] how long a token of a
+-- waitpoint without a timeout stays valid (ms), [10..] per waitpoint:
+-- name, timeout_ms or '', on_timeout. `machine::suspend::suspend`.
+local function fn_suspend(keys, args)
+  local c = ctx(keys, args, true)
+  local e, failure = load_arg(c, args)
+  if not e then
+    return failure
+  end
+  if args[7] == '1' then
+    return err('refused')
+  end
+  local epoch = tonumber(args[6])
+  if is_replay(e, args[5], epoch, 'suspended') then
+    return ok('replayed', flat(e))
+  end
+  local lost = check_lease(c, e, args[5], epoch)
+  if lost then
+    return err('lease_lost', lost)
+  end
+  local before = snapshot(c, e)
+  local seq = (num(e, 'suspends') or 0) + 1
+  put(e, 'suspends', seq)
+  put(e, 'updated_at_ms', c.now)
+  local ttl = tonumber(args[9])
+  local s = { seq = seq, resume_when = args[8], at = c.now, wps = {} }
+  for i = 10, #args, 3 do
+    local timeout = tonumber(args[i + 1])
+    local timeout_at = timeout and (c.now + timeout)
+    s.wps[#s.wps + 1] = {
+      name = args[i],
+      timeout_at = timeout_at,
+      on_timeout = args[i + 2],
+      expires_at = timeout_at or (c.now + ttl),
+      signalled = e.f[SIGNAL .. args[i]] ~= nil,
+    }
+  end
+  put(e, 'suspension', suspension_text(s))
+  if suspension_satisfied(s) then
+    -- Buffered signals already satisfy it: the attempt goes on under the
+    -- same lease, handed the signals.
+    consume_signals(e, s)
+  else
+    end_attempt(c, e, 'suspended', nil)
+    put_ended_lease(e, args[5], epoch, 'suspended')
+    put(e, 'state', 'suspended')
+  end
+  commit(c, e, before)
+  return ok('applied', flat(e))
+end
+
+-- ARGV[4] id, [5] waitpoint, [6] payload JSON, [7] the token's suspension
+-- seq, '' for an operator's signal, [8] '1' when Rust refuses the signal
+-- (waitpoint name, payload size): refused once the execution exists,
+-- [9] most signals an execution buffers. `machine::suspend::signal`.
+local function fn_signal(keys, args)
+  local c = ctx(keys, args, true)
+  local e, failure = load_arg(c, args)
+  if not e then
+    return failure
+  end
+  if args[8] == '1' then
+    return err('refused')
+  end
+  local st = e.f.state
+  if TERMINAL[st] then
+    return err('conflict_ended', st)
+  end
+  local name, payload = args[5], args[6]
+  local s = suspension_of(e)
+  local wp
+  if s and st == 'suspended' then
+    for _, w in ipairs(s.wps) do
+      if w.name == name then
+        wp = w
+        break
+      end
+    end
+  end
+  local seq = tonumber(args[7])
+  -- A token opens one waitpoint of the suspension in force, once.
+  if seq and not (wp and s.seq == seq and not wp.signalled) then
+    return err('invalid_token')
+  end
+  local before = snapshot(c, e)
+  if wp then
+    if wp.signalled then
+      return err('conflict_signalled', name)
+    end
+    wp.signalled = true
+    put(e, 'suspension', suspension_text(s))
+    put(e, SIGNAL .. name, payload)
+    put(e, 'updated_at_ms', c.now)
+    if suspension_satisfied(s) then
+      resume(c, e, s)
+    end
+  else
+    if e.f[SIGNAL .. name] then
+      return err('conflict_signalled', name)
+    end
+    if #signal_names(e, SIGNAL) >= tonumber(args[9]) then
+      return err('conflict_signals_full')
+    end
+    put(e, SIGNAL .. name, payload)
+    put(e, 'updated_at_ms', c.now)
+  end
+  commit(c, e, before)
+  return ok('applied', flat(e))
+end
+
 -- ARGV[4] id, [5] '1' when a reason follows, [6] reason, [7] '1' when Rust
 -- refuses the cancel (reason too long): refused once the execution exists.
 local function fn_cancel(keys, args)

@@ -53,6 +53,12 @@ local function timers_of(c, e)
     if e.f.lease_timeout_at_ms then
       t.attempt_timeout = num(e, 'lease_timeout_at_ms')
     end
+  elseif st == 'suspended' then
+    local s = suspension_of(e)
+    local first = s and next_timeout(s)
+    if first then
+      t.waitpoint_timeout = first.timeout_at
+    end
   end
   if TERMINAL[st] then
     local finished = num(e, 'finished_at_ms') or num(e, 'updated_at_ms')

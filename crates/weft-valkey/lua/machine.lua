@@ -74,14 +74,14 @@ local function check_lease(c, e, lease_id, epoch)
   return nil
 end
 
--- `is_replay`: a repeated write (`by` = 'completed', 'failed' or
--- 'released') by the lease that ended the last attempt; a release replays
--- only until the next claim moves the epoch on.
+-- `is_replay`: a repeated write (`by` = 'completed', 'failed', 'released'
+-- or 'suspended') by the lease that ended the last attempt; a release or a
+-- suspend replays only until the next claim moves the epoch on.
 local function is_replay(e, lease_id, epoch, by)
   return e.f.ended_lease_id == lease_id
     and num(e, 'ended_lease_epoch') == epoch
     and e.f.ended_lease_by == by
-    and (by ~= 'released' or num(e, 'epoch') == epoch)
+    and ((by ~= 'released' and by ~= 'suspended') or num(e, 'epoch') == epoch)
 end
 
 -- Records the lease whose write (`by`) ended the attempt.
@@ -149,6 +149,14 @@ local function replay_one(c, e)
     put(e, k, nil)
   end
   put(e, 'cancel_reason', nil)
+  -- `suspends` stays, so a token of a suspension before the replay never
+  -- matches a later one.
+  put(e, 'suspension', nil)
+  for _, prefix in ipairs({ SIGNAL, RESUMED }) do
+    for _, name in ipairs(signal_names(e, prefix)) do
+      put(e, prefix .. name, nil)
+    end
+  end
   local deadline = num(e, 'deadline_ms')
   if deadline then
     put(e, 'deadline_at_ms', c.now + deadline)
@@ -156,6 +164,58 @@ local function replay_one(c, e)
     put(e, 'deadline_at_ms', nil)
   end
   commit(c, e, before)
+end
+
+-- `consume_signals`: moves the signals of the suspension's waitpoints to
+-- `res:*`, replacing what an earlier resume left there; buffered signals
+-- for other waitpoints stay.
+local function consume_signals(e, s)
+  for _, name in ipairs(signal_names(e, RESUMED)) do
+    put(e, RESUMED .. name, nil)
+  end
+  for _, w in ipairs(s.wps) do
+    local payload = e.f[SIGNAL .. w.name]
+    if payload then
+      put(e, SIGNAL .. w.name, nil)
+      put(e, RESUMED .. w.name, payload)
+    end
+  end
+end
+
+-- `resume`: ends the suspension in force; claimable again, its signals
+-- handed on.
+local function resume(c, e, s)
+  put(e, 'state', 'waiting')
+  put(e, 'run_at_ms', nil)
+  put(e, 'ready_at_ms', c.now)
+  consume_signals(e, s)
+end
+
+-- `time_out`: applies the behaviour of the waitpoint whose timeout fired
+-- (`fire` has checked the timer is the execution's current one).
+local function time_out(c, e)
+  local s = suspension_of(e)
+  local first = s and next_timeout(s)
+  if not first then
+    return
+  end
+  local why = 'waitpoint ' .. first.name .. ' timed out'
+  -- `ErrorInfo::new("waitpoint_timeout", why)` as serde writes it; a
+  -- waitpoint name needs no JSON escaping.
+  local error_json = '{"message":"' .. why .. '","kind":"waitpoint_timeout"}'
+  put(e, 'updated_at_ms', c.now)
+  if first.on_timeout == 'fail' then
+    put(e, 'error', error_json)
+    finish(c, e, 'failed')
+  elseif first.on_timeout == 'cancel' then
+    put(e, 'cancel_reason', why)
+    finish(c, e, 'cancelled')
+  elseif first.on_timeout == 'expire' then
+    put(e, 'error', error_json)
+    finish(c, e, 'expired')
+  else
+    resume(c, e, s)
+  end
 end
 
 -- `fire`: applies one due timer, or reports it stale ('dropped').
@@ -181,6 +241,8 @@ local function fire(c, e, kind, due)
     end_attempt(c, e, 'timed_out', ERR_DEADLINE)
     put(e, 'error', ERR_DEADLINE)
     finish(c, e, 'expired')
+  elseif kind == 'waitpoint_timeout' then
+    time_out(c, e)
   elseif kind == 'retention' then
     -- A flow member stays until its flow has ended; the flow's end sets
     -- the timer again.

@@ -73,6 +73,9 @@ local function audit_execution(c, e, problem)
   if (e.f.state == 'active') ~= (e.f.lease_id ~= nil) then
     problem(id .. ' is ' .. e.f.state .. ' but its lease is ' .. tostring(e.f.lease_id))
   end
+  if e.f.state == 'suspended' and e.f.suspension == nil then
+    problem(id .. ' is suspended but records no suspension')
+  end
   if (e.f.lease_id ~= nil) ~= (e.f.attempt_started_at_ms ~= nil) then
     problem(id .. ': a lease without its running attempt, or the reverse')
   end

@@ -4,8 +4,11 @@
 //! `Execution`'s fields (the lease flattened to `lease_*`, the ended lease to
 //! `ended_lease_*`, the backoff to `backoff_*`); payload, result, tags and
 //! error are JSON text written by Rust and never re-encoded by Lua. An absent
-//! field is `None`; fields `Execution` does not have (`attempt_started_at_ms`)
-//! are ignored. An attempt is one entry:
+//! field is `None` (`suspends`: 0); fields `Execution` does not have
+//! (`attempt_started_at_ms`) are ignored. The last suspension is one field
+//! (`decode_suspension`); each signal is its own field, `sig:<waitpoint>`
+//! (`signals`) or `res:<waitpoint>` (`resumed_signals`), holding the
+//! payload's JSON text as Rust sent it. An attempt is one entry:
 //! `number␟state␟started_at_ms␟ended_at_ms␟worker_id␟error_json` (␟ = 0x1f,
 //! empty = none), stored when it ends and made up from the execution's
 //! fields while it runs.
@@ -24,9 +27,16 @@ use weft_core::{
     Attempt, AttemptNumber, AttemptState, Backoff, EndedBy, EndedLease, Error, ErrorInfo,
     Execution, ExecutionId, FlowId, Lease, LeaseEpoch, LeaseId, Result, State,
 };
+use weft_core::waitpoint::{OnTimeout, ResumeWhen, Suspension, Waitpoint};
 
-/// The separator inside an attempt entry.
+/// The separator inside an attempt entry (and a flow node, a flow edge, a
+/// suspension).
 pub const ATTEMPT_SEP: char = '\u{1f}';
+/// The field prefix of a signal no run has been handed (`Execution::signals`).
+const SIGNAL_PREFIX: &str = "sig:";
+/// The field prefix of a signal the last suspension ended with
+/// (`Execution::resumed_signals`).
+const RESUMED_PREFIX: &str = "res:";
 
 /// A reply's payload after its `ok` status.
 pub type Fields = Vec<Value>;
@@ -151,6 +161,14 @@ pub fn refusal_error(
         },
         "conflict_ended" => Error::conflict(format!("{id} already ended {}", refusal.a)),
         "conflict_not_ended" => Error::conflict(format!("{id} is {}, not ended", refusal.a)),
+        "conflict_signalled" => {
+            Error::conflict(format!("waitpoint {} was already signalled", refusal.a))
+        }
+        "conflict_signals_full" => Error::conflict(format!(
+            "{id} already holds {} signals no run has consumed",
+            weft_core::waitpoint::SIGNALS_BUFFERED_MAX
+        )),
+        "invalid_token" => Error::InvalidToken,
         "conflict_flow_member" => Error::conflict(format!(
             "{id} is a flow member: its downstreams already counted its end"
         )),
@@ -236,6 +254,19 @@ impl Row {
         }))
     }
 
+    /// The payloads of the fields `<prefix><waitpoint>`, by waitpoint.
+    fn signals(&self, prefix: &str) -> Result<BTreeMap<String, serde_json::Value>> {
+        self.0
+            .iter()
+            .filter_map(|(field, raw)| Some((field.strip_prefix(prefix)?, raw)))
+            .map(|(name, raw)| {
+                let payload = serde_json::from_str(raw)
+                    .map_err(|e| bad(format!("{prefix}{name}: {e}")))?;
+                Ok((name.to_owned(), payload))
+            })
+            .collect()
+    }
+
     fn backoff(&self) -> Result<Backoff> {
         Ok(Backoff {
             initial_ms: self.num("backoff_initial_ms")?,
@@ -244,6 +275,44 @@ impl Row {
             jitter: self.num("backoff_jitter")?,
         })
     }
+}
+
+/// Parses the field `suspension`: `seq␟resume_when␟suspended_at_ms`, then
+/// per waitpoint `␟name␟timeout_at_ms␟on_timeout␟expires_at_ms␟signalled`
+/// (an empty timeout is none, signalled is `1` or `0`).
+pub fn decode_suspension(raw: &str) -> Result<Suspension> {
+    let malformed = || bad(format!("suspension {raw:?}"));
+    let parts: Vec<&str> = raw.split(ATTEMPT_SEP).collect();
+    let (head, waitpoints) = parts.split_at_checked(3).ok_or_else(malformed)?;
+    let [seq, resume_when, suspended_at_ms] = head else {
+        return Err(malformed());
+    };
+    if waitpoints.len() % 5 != 0 {
+        return Err(malformed());
+    }
+    let number = |t: &str| t.parse::<i64>().map_err(|_| malformed());
+    Ok(Suspension {
+        seq: seq.parse().map_err(|_| malformed())?,
+        resume_when: ResumeWhen::parse(resume_when).ok_or_else(malformed)?,
+        suspended_at_ms: number(suspended_at_ms)?,
+        waitpoints: waitpoints
+            .chunks(5)
+            .map(|w| {
+                let [name, timeout_at_ms, on_timeout, expires_at_ms, signalled] = w else {
+                    return Err(malformed());
+                };
+                Ok(Waitpoint {
+                    name: (*name).to_owned(),
+                    timeout_at_ms: (!timeout_at_ms.is_empty())
+                        .then(|| number(timeout_at_ms))
+                        .transpose()?,
+                    on_timeout: OnTimeout::parse(on_timeout).ok_or_else(malformed)?,
+                    expires_at_ms: number(expires_at_ms)?,
+                    signalled: *signalled == "1",
+                })
+            })
+            .collect::<Result<_>>()?,
+    })
 }
 
 /// Parses a stored execution hash (as `HGETALL` or the library returns it).
@@ -292,10 +361,14 @@ pub fn decode_execution(value: &Value) -> Result<Execution> {
         ended_lease: row.ended_lease()?,
         cancel_reason: row.opt_text("cancel_reason"),
         join: row.join()?,
-        suspends: 0,
-        suspension: None,
-        signals: Default::default(),
-        resumed_signals: Default::default(),
+        // Executions written before waitpoints lack the field.
+        suspends: row.opt_num("suspends")?.unwrap_or(0),
+        suspension: row
+            .opt_text("suspension")
+            .map(|raw| decode_suspension(&raw))
+            .transpose()?,
+        signals: row.signals(SIGNAL_PREFIX)?,
+        resumed_signals: row.signals(RESUMED_PREFIX)?,
     })
 }
 

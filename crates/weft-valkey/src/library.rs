@@ -20,7 +20,9 @@ macro_rules! library_version {
         // 2: `weft_release`; `ended_lease_completed` became `ended_lease_by`.
         // 3: flows (`weft_flow_*`, member settling in `commit`, claim inputs).
         // 4: cascades in chunks of 256 with the rest through the outbox `o`.
-        "4"
+        // 5: waitpoints (`weft_suspend`, `weft_signal`, the
+        //    `waitpoint_timeout` timer, `suspension`, `sig:*`, `res:*`).
+        "5"
     };
 }
 
@@ -42,6 +44,7 @@ pub const LIBRARY_VERSION: u32 = {
 const LIBRARY_BODY: &str = concat!(
     include_str!("../lua/core.lua"),
     include_str!("../lua/backoff.lua"),
+    include_str!("../lua/waitpoint.lua"),
     include_str!("../lua/index.lua"),
     include_str!("../lua/machine.lua"),
     include_str!("../lua/flow.lua"),

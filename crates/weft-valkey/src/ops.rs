@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 use weft_core::flow::{Flow, FlowSpec};
+use weft_core::waitpoint::{check_waitpoint_name, SIGNALS_BUFFERED_MAX, TOKEN_TTL_MS_MAX};
 use weft_core::{
     Attempt, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, Error, Execution,
     ExecutionId, FailParams, FlowCreated, FlowId, FlowListParams, FlowPage, HeartbeatParams,
@@ -279,16 +280,50 @@ impl Store for ValkeyStore {
         Self::execution_of(&self.run_on(&cmd, id, params.lease.epoch, None).await?)
     }
 
-    async fn execution_suspend(&self, _params: &SuspendParams) -> Result<Execution> {
-        Err(Error::Unavailable(
-            "suspend is not built for Valkey yet".into(),
-        ))
+    async fn execution_suspend(&self, params: &SuspendParams) -> Result<Execution> {
+        let id = &params.execution_id;
+        self.check_id(id)?;
+        let refused = params.spec.validate().err();
+        let mut cmd = self.call("weft_suspend", id.partition());
+        cmd.arg(id.as_str())
+            .arg(&params.lease.lease_id.0)
+            .arg(params.lease.epoch.0)
+            .arg(if refused.is_some() { "1" } else { "0" })
+            .arg(params.spec.resume_when.as_str())
+            .arg(TOKEN_TTL_MS_MAX);
+        // A refused spec is never stored; do not ship its waitpoints.
+        if refused.is_none() {
+            for w in &params.spec.waitpoints {
+                cmd.arg(&w.name)
+                    .arg(w.timeout_ms.map(|t| t.to_string()).unwrap_or_default())
+                    .arg(w.on_timeout.as_str());
+            }
+        }
+        Self::execution_of(&self.run_on(&cmd, id, params.lease.epoch, refused).await?)
     }
 
-    async fn execution_signal(&self, _params: &SignalParams) -> Result<Execution> {
-        Err(Error::Unavailable(
-            "signals are not built for Valkey yet".into(),
-        ))
+    async fn execution_signal(&self, params: &SignalParams) -> Result<Execution> {
+        let id = &params.execution_id;
+        self.check_id(id)?;
+        // The state machine checks the name, then the size, once the
+        // execution is found.
+        let bytes = weft_core::payload_bytes(&params.payload);
+        let max_bytes = self.inner.machine.payload_bytes_max;
+        let refused = check_waitpoint_name("waitpoint", &params.waitpoint)
+            .err()
+            .or_else(|| (bytes > max_bytes).then_some(Error::PayloadTooLarge { bytes, max_bytes }));
+        let mut cmd = self.call("weft_signal", id.partition());
+        cmd.arg(id.as_str())
+            .arg(&params.waitpoint)
+            .arg(if refused.is_some() {
+                String::new()
+            } else {
+                json(&params.payload)?
+            })
+            .arg(params.seq.map(|s| s.to_string()).unwrap_or_default())
+            .arg(if refused.is_some() { "1" } else { "0" })
+            .arg(SIGNALS_BUFFERED_MAX);
+        Self::execution_of(&self.run_on(&cmd, id, LeaseEpoch(0), refused).await?)
     }
 
     async fn execution_cancel(&self, params: &CancelParams) -> Result<Execution> {

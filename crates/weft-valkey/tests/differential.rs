@@ -6,7 +6,8 @@
 //! order, tick counts, lane depths.
 //!
 //! Method: random operations (submit, duplicate submit, claim, heartbeat,
-//! complete, fail, release, cancel, replay; ticks after short real sleeps) are applied
+//! complete, fail, release, suspend, signal, cancel, replay; ticks after
+//! short real sleeps) are applied
 //! to an in-memory SQLite store on the system clock and to Valkey, one after
 //! the other. Ids differ between the stores, so executions are named by
 //! submission order; every submit carries an idempotency key so it lands on
@@ -15,7 +16,12 @@
 //! either short (due before the next tick, which follows a 150 ms sleep) or
 //! long (never due in the test), so ticks never race a due time; a worker
 //! write that would land within a margin of its lease's expiry is skipped,
-//! since the stores' clocks read a few ms apart. `WEFT_DIFF_STEPS` sets the
+//! since the stores' clocks read a few ms apart. Suspends name waitpoints
+//! from a pool of three, with `all` or `any`, short, long or no timeouts
+//! and every `on_timeout`, so signals are buffered before a suspend, meet a
+//! suspension in force, repeat, or come with a token's seq that matches,
+//! is stale or is from the future; tasks show the signals they were handed.
+//! `WEFT_DIFF_STEPS` sets the
 //! number of steps (default 2000), `WEFT_DIFF_SEED` the seed.
 
 mod common;
@@ -24,10 +30,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use weft_core::waitpoint::{OnTimeout, ResumeWhen, SuspendSpec, WaitpointSpec};
 use weft_core::{
     Backoff, CancelParams, ClaimParams, CompleteParams, Error, ErrorInfo, Execution, ExecutionId,
     FailParams, HeartbeatParams, LeaseRef, ListParams, PartitionCount, PartitionId, ReleaseParams,
-    Result, Store, SubmitParams, Task,
+    Result, SignalParams, Store, SubmitParams, SuspendParams, Task,
 };
 use weft_sqlite::{SqliteConfig, SqliteStore};
 
@@ -43,6 +50,8 @@ const SHORT_LEASE_MS: i64 = 100;
 const LONG_MS: i64 = 600_000;
 /// Worker writes this close to a lease's expiry are skipped.
 const EXPIRY_MARGIN: Duration = Duration::from_millis(35);
+/// The waitpoints suspends and signals name; few, so they meet often.
+const WAITPOINTS: [&str; 3] = ["approve", "audit.log", "x:1/y-2"];
 
 /// What an operation's outcome looks like, without ids and times.
 #[derive(Debug, PartialEq)]
@@ -96,9 +105,30 @@ struct Diff {
 
 impl Diff {
     fn view(&self, e: &Execution) -> String {
+        // Times differ between the stores; only whether they are set, and
+        // how they relate within one execution, can be compared.
+        let suspension = e.suspension.as_ref().map(|s| {
+            let waitpoints: Vec<String> = s
+                .waitpoints
+                .iter()
+                .map(|w| {
+                    format!(
+                        "{} t={} {} exp_ok={} sig={}",
+                        w.name,
+                        w.timeout_at_ms.is_some(),
+                        w.on_timeout.as_str(),
+                        w.expires_at_ms == w.timeout_at_ms.unwrap_or(w.expires_at_ms)
+                            && w.expires_at_ms > s.suspended_at_ms,
+                        w.signalled
+                    )
+                })
+                .collect();
+            format!("{} {} [{}]", s.seq, s.resume_when.as_str(), waitpoints.join(", "))
+        });
         format!(
             "#{} {} att={} fail={} recl={} epoch={} lease={:?} err={:?} res={:?} cancel={:?} \
-             run_at={} deadline={} finished={} ended={:?} prio={} lane={} req={:?}",
+             run_at={} deadline={} finished={} ended={:?} prio={} lane={} req={:?} \
+             susp={} {suspension:?} sig={:?} resumed={:?}",
             self.index.get(&e.id).map_or(usize::MAX, |i| *i),
             e.state.as_str(),
             e.attempts,
@@ -120,6 +150,9 @@ impl Diff {
             e.priority,
             e.lane,
             e.requires,
+            e.suspends,
+            e.signals,
+            e.resumed_signals,
         )
     }
 
@@ -285,7 +318,10 @@ impl Diff {
                 .iter()
                 .map(|t| {
                     let idx = index.get(&t.execution_id).copied().unwrap_or(usize::MAX);
-                    format!("#{idx} a{} e{} {}", t.attempt.0, t.lease.epoch.0, t.payload)
+                    format!(
+                        "#{idx} a{} e{} {} sig={:?}",
+                        t.attempt.0, t.lease.epoch.0, t.payload, t.signals
+                    )
                 })
                 .collect::<Vec<_>>()
                 .join(", ")
@@ -407,6 +443,95 @@ impl Diff {
         );
     }
 
+    fn random_spec(&mut self) -> SuspendSpec {
+        let mut names = WAITPOINTS;
+        self.rng.shuffle(&mut names);
+        let mut waitpoints: Vec<WaitpointSpec> = names[..self.rng.usize(1..=names.len())]
+            .iter()
+            .map(|name| WaitpointSpec {
+                name: (*name).to_owned(),
+                timeout_ms: match self.rng.u8(0..10) {
+                    0..=3 => None,
+                    4..=6 => Some(20),
+                    _ => Some(LONG_MS),
+                },
+                on_timeout: OnTimeout::ALL[self.rng.usize(..OnTimeout::ALL.len())],
+            })
+            .collect();
+        if self.rng.u8(0..20) == 0 {
+            // Refused: a name twice.
+            waitpoints.push(waitpoints[0].clone());
+        }
+        SuspendSpec {
+            waitpoints,
+            resume_when: if self.rng.bool() {
+                ResumeWhen::All
+            } else {
+                ResumeWhen::Any
+            },
+        }
+    }
+
+    async fn suspend(&mut self) {
+        let Some(task) = self.pick_task() else { return };
+        let spec = self.random_spec();
+        let params = |t: &Task| SuspendParams {
+            execution_id: t.execution_id.clone(),
+            lease: LeaseRef {
+                lease_id: t.lease.id.clone(),
+                epoch: t.lease.epoch,
+            },
+            spec: spec.clone(),
+        };
+        let s = self.sqlite.execution_suspend(&params(&task.sqlite)).await;
+        let v = self.valkey.execution_suspend(&params(&task.valkey)).await;
+        let (s, v) = (outcome(&s, |e| self.view(e)), outcome(&v, |e| self.view(e)));
+        self.check(
+            format!("suspend #{} e{} {spec:?}", task.idx, task.sqlite.lease.epoch.0),
+            s,
+            v,
+        );
+    }
+
+    async fn signal(&mut self) {
+        let ids = self.ids.clone();
+        let Some((idx, (sid, vid))) = self.pick(&ids.into_iter().enumerate().collect::<Vec<_>>())
+        else {
+            return;
+        };
+        let waitpoint = match self.rng.u8(0..30) {
+            0 => "not a name".to_owned(),
+            _ => WAITPOINTS[self.rng.usize(..WAITPOINTS.len())].to_owned(),
+        };
+        // Numbers and key order that a JSON round trip in Lua would change.
+        let payload = match self.rng.u8(0..100) {
+            0 => json!("p".repeat(1 << 20)),
+            1..=9 => serde_json::Value::Null,
+            _ => json!({"z": idx, "a": [0.1, 12_345_678_901_234_567_890_u64, -0.0], "s": "é\"\\"}),
+        };
+        // A token names the suspension it was minted for: the one recorded
+        // now, a stale one or one that does not exist yet.
+        let recorded = match self.sqlite.execution_get(&sid).await {
+            Ok(e) => e.suspension.map(|s| s.seq),
+            Err(_) => None,
+        };
+        let seq = match self.rng.u8(0..10) {
+            0..=4 => None,
+            5..=8 => Some(recorded.unwrap_or(1)),
+            _ => Some(self.rng.u32(0..4)),
+        };
+        let params = |id: &ExecutionId| SignalParams {
+            execution_id: id.clone(),
+            waitpoint: waitpoint.clone(),
+            payload: payload.clone(),
+            seq,
+        };
+        let s = self.sqlite.execution_signal(&params(&sid)).await;
+        let v = self.valkey.execution_signal(&params(&vid)).await;
+        let (s, v) = (outcome(&s, |e| self.view(e)), outcome(&v, |e| self.view(e)));
+        self.check(format!("signal #{idx} {waitpoint} seq={seq:?}"), s, v);
+    }
+
     async fn cancel_or_replay(&mut self) {
         let ids = self.ids.clone();
         let Some((idx, (sid, vid))) = self.pick(&ids.into_iter().enumerate().collect::<Vec<_>>())
@@ -511,12 +636,14 @@ impl Diff {
 
 async fn step(diff: &mut Diff) {
     match diff.rng.u8(0..100) {
-        0..=24 => diff.submit().await,
-        25..=49 => diff.claim().await,
-        50..=59 => diff.heartbeat().await,
-        60..=71 => diff.complete().await,
-        72..=77 => diff.release().await,
-        78..=87 => diff.fail().await,
+        0..=21 => diff.submit().await,
+        22..=43 => diff.claim().await,
+        44..=51 => diff.heartbeat().await,
+        52..=61 => diff.complete().await,
+        62..=66 => diff.release().await,
+        67..=74 => diff.fail().await,
+        75..=81 => diff.suspend().await,
+        82..=91 => diff.signal().await,
         _ => diff.cancel_or_replay().await,
     }
 }

@@ -13,7 +13,8 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use weft_core::{Store, PAYLOAD_BYTES_MAX_DEFAULT};
 use weft_engine::{Engine, EngineConfig, EngineHandle};
-use weft_server::{EngineMetricsSource, Server, ServerConfig};
+use weft_server::keys::{read_or_create_keyring, DEV_KEYRING_FILE};
+use weft_server::{EngineMetricsSource, Keys, Server, ServerConfig};
 use weft_sqlite::SqliteConfig;
 
 use crate::store_url::{open_sqlite, open_store, StoreOptions};
@@ -57,8 +58,9 @@ pub(crate) struct ApiArgs {
 pub(crate) struct DevArgs {
     #[command(flatten)]
     api: ApiArgs,
-    /// Directory holding the embedded store (`DIR/weft.sqlite3`); created if
-    /// missing.
+    /// Directory holding the embedded store (`DIR/weft.sqlite3`) and the
+    /// waitpoint signing keys (`DIR/signing-keys.json`, made on first start);
+    /// created if missing.
     #[arg(long, env = "WEFT_DATA", default_value = ".weft", value_name = "DIR")]
     data: PathBuf,
 }
@@ -77,6 +79,11 @@ pub(crate) struct ServerArgs {
     /// installations can share one Valkey.
     #[arg(long, env = "WEFT_VALKEY_KEY_PREFIX", value_name = "PREFIX")]
     valkey_key_prefix: Option<String>,
+    /// The keyring file that signs waitpoint tokens (make one with `weft
+    /// keys rotate --file PATH`); re-read when it changes. Without it the
+    /// server makes a key that lives only as long as the process.
+    #[arg(long, env = "WEFT_SIGNING_KEYS", value_name = "PATH")]
+    signing_keys: Option<PathBuf>,
 }
 
 /// Runs `weft dev` until SIGTERM or Ctrl-C.
@@ -90,8 +97,17 @@ pub(crate) async fn run_dev(args: DevArgs) -> Result<(), String> {
         payload_bytes_max: args.api.payload_bytes_max,
     };
     let store = open_sqlite(SqliteConfig::file(&path), options, &name)?;
+    let keys_path = args.data.join(DEV_KEYRING_FILE);
+    let (_, created) = read_or_create_keyring(&keys_path).map_err(|e| e.to_string())?;
+    if created {
+        crate::say(&format!(
+            "weft dev: made waitpoint signing keys in {}",
+            keys_path.display()
+        ));
+    }
+    let keys = Keys::from_file(&keys_path).map_err(|e| e.to_string())?;
     let what = format!("store {name} (embedded SQLite)");
-    run(store, args.api, "weft dev", &what).await
+    run(store, keys, args.api, "weft dev", &what).await
 }
 
 /// Runs `weft server` until SIGTERM or Ctrl-C.
@@ -100,13 +116,30 @@ pub(crate) async fn run_server(args: ServerArgs) -> Result<(), String> {
         partitions: None,
         payload_bytes_max: args.api.payload_bytes_max,
     };
+    let keys = match &args.signing_keys {
+        Some(path) => Keys::from_file(path).map_err(|e| format!("--signing-keys: {e}"))?,
+        None => {
+            tracing::warn!(
+                "no --signing-keys: waitpoint tokens are signed by a key made for this process \
+                 and stop verifying when it exits; make a keyring with \
+                 `weft keys rotate --file PATH` and pass --signing-keys PATH"
+            );
+            Keys::ephemeral().map_err(|e| e.to_string())?
+        }
+    };
     let store = open_store(&args.store, args.valkey_key_prefix.as_deref(), options).await?;
     let what = format!("store {}", args.store);
-    run(store, args.api, "weft server", &what).await
+    run(store, keys, args.api, "weft server", &what).await
 }
 
 /// Serves the API with an engine until a stop signal, then shuts both down.
-async fn run(store: Arc<dyn Store>, api: ApiArgs, mode: &str, what: &str) -> Result<(), String> {
+async fn run(
+    store: Arc<dyn Store>,
+    keys: Keys,
+    api: ApiArgs,
+    mode: &str,
+    what: &str,
+) -> Result<(), String> {
     let config = ServerConfig::new(api.api_tokens.clone(), api.payload_bytes_max)
         .map_err(|e| format!("{e} (see --api-token and --payload-bytes-max)"))?;
     let auth = config.auth_enabled();
@@ -123,7 +156,8 @@ async fn run(store: Arc<dyn Store>, api: ApiArgs, mode: &str, what: &str) -> Res
         .map_err(|e| format!("engine config: {e}"))?;
     let engine = Arc::new(Mutex::new(Some(engine)));
     let server = Server::new(store, Some(metrics_source(&engine)), config)
-        .map_err(|e| format!("server config: {e}"))?;
+        .map_err(|e| format!("server config: {e}"))?
+        .with_keys(keys);
     let serving = tokio::spawn(server.serve(listener, stop));
     crate::say(&format!("{mode}: listening on http://{addr}"));
     crate::say(&next_steps(&addr.to_string(), what, auth));

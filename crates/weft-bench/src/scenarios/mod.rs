@@ -3,6 +3,7 @@
 pub mod delayed;
 pub mod flows;
 pub mod idle;
+pub mod suspend;
 pub mod throughput;
 
 use std::time::{Duration, Instant};

@@ -3,4 +3,5 @@
 pub(crate) mod executions;
 pub(crate) mod flows;
 pub(crate) mod ops;
+pub(crate) mod signals;
 pub(crate) mod workers;

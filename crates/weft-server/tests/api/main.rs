@@ -10,4 +10,5 @@ mod bad_input;
 mod flows;
 mod long_poll;
 mod routes;
+mod signals;
 mod support;

@@ -18,7 +18,7 @@ use weft_core::{
     RebalanceParams, ReleaseParams, Result, SignalParams, Store, SubmitParams, Submitted,
     SuspendParams, Task, TickReport,
 };
-use weft_server::{Server, ServerConfig};
+use weft_server::{Keys, Server, ServerConfig};
 use weft_sqlite::{SqliteConfig, SqliteStore};
 
 /// A running server.
@@ -39,6 +39,20 @@ pub async fn start(config: ServerConfig) -> TestServer {
 /// Starts a server over `store`.
 pub async fn start_with(store: Arc<dyn Store>, config: ServerConfig) -> TestServer {
     let server = Server::new(store.clone(), None, config).expect("config");
+    serve(server).await
+}
+
+/// Starts a server over `store` that signs waitpoint tokens with `keys`.
+pub async fn start_with_keys(
+    store: Arc<dyn Store>,
+    config: ServerConfig,
+    keys: Keys,
+) -> TestServer {
+    let server = Server::new(store, None, config).expect("config");
+    serve(server.with_keys(keys)).await
+}
+
+async fn serve(server: Server) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -14,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+mod board;
 mod clock;
 mod counting;
 mod error;
@@ -25,6 +26,7 @@ mod store;
 pub mod token;
 pub mod waitpoint;
 
+pub use board::{ReadyBoard, BOARD_LANES_MAX, SWEEP_INTERVAL};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use counting::CountingStore;
 pub use error::{Error, Result};

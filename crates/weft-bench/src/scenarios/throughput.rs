@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use weft_core::{
-    claim_across, ClaimParams, CompleteParams, CountingStore, PartitionId, Store, SubmitParams,
+    claim_across, ClaimParams, CompleteParams, CountingStore, PartitionId, ReadyBoard, Store,
+    SubmitParams, SWEEP_INTERVAL,
 };
 
-use super::{bar, ms_since, nap};
+use super::{bar, ms_since};
 
 /// The scenario's sizes.
 #[derive(Clone, Copy, Debug)]
@@ -90,6 +91,7 @@ pub async fn weft_direct(
     let counting = Arc::new(CountingStore::new(store));
     let shared = Arc::new(Shared::new(spec.tasks, label));
     let lane = format!("bench-{:08x}", fastrand_u32());
+    let board = ReadyBoard::follow(counting.as_ref());
     let mut handles = Vec::new();
     for p in 0..spec.producers {
         let (store, shared, lane) = (Arc::clone(&counting), Arc::clone(&shared), lane.clone());
@@ -112,7 +114,10 @@ pub async fn weft_direct(
     }
     for w in 0..spec.workers {
         let (store, shared, lane) = (Arc::clone(&counting), Arc::clone(&shared), lane.clone());
-        handles.push(tokio::spawn(weft_worker(store, shared, lane, spec, w)));
+        let board = board.clone();
+        handles.push(tokio::spawn(weft_worker(
+            store, board, shared, lane, spec, w,
+        )));
     }
     for handle in handles {
         handle.await.map_err(|e| e.to_string())??;
@@ -138,8 +143,12 @@ fn share(total: u32, parts: u32, index: u32) -> u32 {
     total / parts + u32::from(index < total % parts)
 }
 
+/// Claims where the board says work is, sweeping every partition only when
+/// the board has been quiet for `SWEEP_INTERVAL` (or the store sends no
+/// events).
 async fn weft_worker(
     store: Arc<CountingStore>,
+    board: Option<Arc<ReadyBoard>>,
     shared: Arc<Shared>,
     lane: String,
     spec: Spec,
@@ -152,18 +161,35 @@ async fn weft_worker(
         max: spec.claim_batch,
         lease_ms: 30_000,
     };
-    let mut events = store.events();
     let partitions = store.partition_count().get();
     let mut start = u16::try_from(index).unwrap_or(0) % partitions;
+    let mut sweep = true;
     while shared.done.load(Ordering::Relaxed) < spec.tasks {
-        start = (start + 1) % partitions;
-        let tasks = claim_across(store.as_ref(), &claim, PartitionId(start))
-            .await
-            .map_err(|e| e.to_string())?;
-        if tasks.is_empty() {
-            nap(&mut events, Duration::from_millis(2)).await;
-            continue;
-        }
+        let tasks = match &board {
+            Some(board) if !sweep => match board
+                .claim(store.as_ref(), &claim)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(tasks) => tasks,
+                None => {
+                    sweep = !board.wait(SWEEP_INTERVAL).await;
+                    continue;
+                }
+            },
+            _ => {
+                sweep = false;
+                start = (start + 1) % partitions;
+                let tasks = claim_across(store.as_ref(), &claim, PartitionId(start))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if tasks.is_empty() && board.is_none() {
+                    // No events to wake on: poll.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                tasks
+            }
+        };
         for task in tasks {
             let sent_ms = task.payload["sent_ms"].as_f64().unwrap_or(0.0);
             let params = CompleteParams {

@@ -1,0 +1,259 @@
+//! The ready board: which partitions may hold claimable work, per lane,
+//! learned from the store's `Ready` events, so that a worker claims where
+//! work is instead of sweeping every partition.
+//!
+//! Definitions: a partition is *marked* for a lane when an event said an
+//! execution became claimable there and no claim has looked since. `take`
+//! pops one marked partition (unmarking it); the claim that follows either
+//! drains it (fewer tasks than asked: stays unmarked) or not (marked again).
+//!
+//! Invariants: a `Ready` event that arrives while a claim is in flight marks
+//! the partition again, so no event is lost between the pop and the claim;
+//! each partition sits in a lane's queue at most once, so a burst of events
+//! costs one claim, not one per event; every newly marked partition wakes at
+//! most one waiting worker. Marks are hints: a worker whose capabilities do
+//! not cover the work it was pointed at unmarks it for everyone, and lost
+//! events are never seen, so workers still sweep every partition now and
+//! then (`SWEEP_INTERVAL`).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::Notify;
+
+use crate::error::Result;
+use crate::ids::{PartitionCount, PartitionId};
+use crate::model::Task;
+use crate::store::{ClaimParams, Store, StoreEvent};
+
+/// How often a worker sweeps every partition even when the board is quiet:
+/// the fallback for lost events and work its capabilities were not shown.
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Most lanes a board tracks; beyond that, new lanes are swept, not marked.
+pub const BOARD_LANES_MAX: usize = 1024;
+
+#[derive(Debug)]
+struct LaneMarks {
+    queue: VecDeque<u16>,
+    marked: Vec<bool>,
+}
+
+impl LaneMarks {
+    /// A lane never seen before: every partition may hold its work.
+    fn all(count: u16) -> Self {
+        Self {
+            queue: (0..count).collect(),
+            marked: vec![true; usize::from(count)],
+        }
+    }
+
+    /// Marks `p`; true when it was not marked before.
+    fn mark(&mut self, p: u16) -> bool {
+        match self.marked.get_mut(usize::from(p)) {
+            Some(m) if !*m => {
+                *m = true;
+                self.queue.push_back(p);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn pop(&mut self) -> Option<u16> {
+        let p = self.queue.pop_front()?;
+        if let Some(m) = self.marked.get_mut(usize::from(p)) {
+            *m = false;
+        }
+        Some(p)
+    }
+}
+
+/// Which partitions may hold claimable work, per lane. Shared by every
+/// worker of a process; fed by [`ReadyBoard::follow`].
+#[derive(Debug)]
+pub struct ReadyBoard {
+    count: u16,
+    lanes: Mutex<HashMap<String, LaneMarks>>,
+    marked: Notify,
+}
+
+impl ReadyBoard {
+    /// An empty board for a store of `partitions`.
+    pub fn new(partitions: PartitionCount) -> Self {
+        Self {
+            count: partitions.get(),
+            lanes: Mutex::new(HashMap::new()),
+            marked: Notify::new(),
+        }
+    }
+
+    /// A board fed by `store`'s events, or `None` when the store sends none.
+    /// The feeding task ends with the store's event stream or, at the next
+    /// event, once the board is dropped.
+    pub fn follow(store: &dyn Store) -> Option<Arc<Self>> {
+        let mut events = store.events()?;
+        let board = Arc::new(Self::new(store.partition_count()));
+        let weak: Weak<Self> = Arc::downgrade(&board);
+        tokio::spawn(async move {
+            loop {
+                let event = events.recv().await;
+                let Some(board) = weak.upgrade() else { break };
+                match event {
+                    Ok(StoreEvent::Ready { partition, lane }) => board.mark(partition, &lane),
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => board.mark_everything(),
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        });
+        Some(board)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LaneMarks>> {
+        // A panic while holding the lock cannot leave the marks inconsistent
+        // in a way that matters: they are hints.
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that `lane` has claimable work in `partition`.
+    pub fn mark(&self, partition: PartitionId, lane: &str) {
+        let newly = match self.lock().get_mut(lane) {
+            Some(marks) => marks.mark(partition.0),
+            // Lanes nobody claims from here are not tracked; a worker that
+            // starts on one later begins with every partition marked.
+            None => false,
+        };
+        if newly {
+            self.marked.notify_one();
+        }
+    }
+
+    /// Marks every partition of every tracked lane (events were lost).
+    pub fn mark_everything(&self) {
+        let mut lanes = self.lock();
+        for marks in lanes.values_mut() {
+            for p in 0..self.count {
+                marks.mark(p);
+            }
+        }
+        drop(lanes);
+        self.marked.notify_waiters();
+    }
+
+    /// Pops a marked partition of one of `lanes`, starting the lanes it
+    /// tracks for the first time fully marked.
+    pub fn take(&self, lanes: &[String]) -> Option<PartitionId> {
+        let mut tracked = self.lock();
+        for lane in lanes {
+            if !tracked.contains_key(lane) && tracked.len() < BOARD_LANES_MAX {
+                tracked.insert(lane.clone(), LaneMarks::all(self.count));
+            }
+            if let Some(p) = tracked.get_mut(lane).and_then(LaneMarks::pop) {
+                return Some(PartitionId(p));
+            }
+        }
+        None
+    }
+
+    /// Claims from one marked partition of `params.lanes`; `None` when none
+    /// is marked. A claim that fills `params.max` marks the partition again,
+    /// since more may be left there.
+    pub async fn claim(
+        &self,
+        store: &dyn Store,
+        params: &ClaimParams,
+    ) -> Result<Option<Vec<Task>>> {
+        let Some(partition) = self.take(&params.lanes) else {
+            return Ok(None);
+        };
+        let tasks = match store.execution_claim(partition, params).await {
+            Ok(tasks) => tasks,
+            Err(error) => {
+                self.remark(partition, &params.lanes);
+                return Err(error);
+            }
+        };
+        if u32::try_from(tasks.len()).unwrap_or(u32::MAX) >= params.max {
+            self.remark(partition, &params.lanes);
+        }
+        Ok(Some(tasks))
+    }
+
+    fn remark(&self, partition: PartitionId, lanes: &[String]) {
+        for lane in lanes {
+            self.mark(partition, lane);
+        }
+    }
+
+    /// Waits until a partition is newly marked (true), or `max` passes
+    /// (false: time for a sweep).
+    pub async fn wait(&self, max: Duration) -> bool {
+        tokio::time::timeout(max, self.marked.notified())
+            .await
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The board's bookkeeping: new lanes start fully marked, marks coalesce,
+    //! a pop unmarks, and a mark during a claim survives it.
+    use super::*;
+
+    fn board(count: u16) -> ReadyBoard {
+        ReadyBoard::new(PartitionCount::new(count).unwrap())
+    }
+
+    fn drain(b: &ReadyBoard, lane: &str) -> Vec<u16> {
+        let lanes = [lane.to_owned()];
+        std::iter::from_fn(|| b.take(&lanes).map(|p| p.0)).collect()
+    }
+
+    #[test]
+    fn a_new_lane_starts_fully_marked_then_only_events_mark() {
+        let b = board(4);
+        assert_eq!(drain(&b, "l"), [0, 1, 2, 3]);
+        assert!(drain(&b, "l").is_empty());
+        b.mark(PartitionId(2), "l");
+        b.mark(PartitionId(2), "l");
+        b.mark(PartitionId(1), "l");
+        b.mark(PartitionId(3), "other");
+        assert_eq!(drain(&b, "l"), [2, 1]);
+    }
+
+    #[test]
+    fn a_mark_after_the_pop_is_kept_and_everything_marks_all() {
+        let b = board(4);
+        drain(&b, "l");
+        b.mark(PartitionId(0), "l");
+        let lanes = ["l".to_owned()];
+        assert_eq!(b.take(&lanes), Some(PartitionId(0)));
+        // An event while the claim is in flight.
+        b.mark(PartitionId(0), "l");
+        assert_eq!(drain(&b, "l"), [0]);
+        b.mark_everything();
+        assert_eq!(drain(&b, "l"), [0, 1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_new_mark_wakes_a_waiter() {
+        let b = Arc::new(board(2));
+        drain(&b, "l");
+        let waiter = {
+            let b = Arc::clone(&b);
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let woken = b.wait(Duration::from_secs(5)).await;
+                (woken, started.elapsed())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        b.mark(PartitionId(1), "l");
+        let (woken, waited) = waiter.await.unwrap();
+        assert!(woken && waited < Duration::from_secs(4), "{waited:?}");
+        assert!(!b.wait(Duration::from_millis(10)).await);
+    }
+}

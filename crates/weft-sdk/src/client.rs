@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use weft_api::{
-    AddNodesRequest, AttemptView, ExecutionView, FlowRequest, FlowView, LaneView, Page,
-    SubmitRequest,
+    AddNodesRequest, AttemptView, ExecutionSignalRequest, ExecutionView, FlowRequest, FlowView,
+    LaneView, Page, SignalRequest, SubmitRequest, SuspendRequest, SuspendResponse,
 };
 use weft_core::{Backoff, Result, Store};
 
@@ -143,6 +143,54 @@ impl Client {
     /// `not_found` for an unknown id.
     pub async fn attempts(&self, id: &str) -> Result<Vec<AttemptView>> {
         self.transport.attempts(id).await
+    }
+
+    /// Delivers the signal a waitpoint token grants, with `payload`. Over
+    /// HTTP this needs no API token: the waitpoint token is the credential.
+    ///
+    /// # Errors
+    ///
+    /// `invalid_token` for a forged, altered, expired or used-up token;
+    /// `payload_too_large`.
+    pub async fn signal(&self, token: &str, payload: Value) -> Result<ExecutionView> {
+        let request = SignalRequest {
+            token: token.to_owned(),
+            payload,
+        };
+        self.transport.signal(&request).await
+    }
+
+    /// Signals the waitpoint `waitpoint` of an execution (an operator's
+    /// signal): it resumes the execution when that satisfies its
+    /// suspension, and is buffered when the execution has not suspended on
+    /// that waitpoint yet.
+    ///
+    /// # Errors
+    ///
+    /// `conflict` when the execution has ended or the waitpoint was already
+    /// signalled; `not_found`; `invalid_argument` for a bad name.
+    pub async fn signal_execution(
+        &self,
+        id: &str,
+        waitpoint: &str,
+        payload: Value,
+    ) -> Result<ExecutionView> {
+        let request = ExecutionSignalRequest {
+            waitpoint: waitpoint.to_owned(),
+            payload,
+        };
+        self.transport.signal_execution(id, &request).await
+    }
+
+    /// Suspends a claimed task's execution under its lease; a
+    /// [`crate::Worker`]'s handlers use [`crate::TaskContext::suspend`]
+    /// instead.
+    ///
+    /// # Errors
+    ///
+    /// `invalid_argument` naming the field at fault; `lease_lost`.
+    pub async fn suspend(&self, id: &str, request: &SuspendRequest) -> Result<SuspendResponse> {
+        self.transport.suspend(id, request).await
     }
 
     /// Creates a flow and all its members in one step, and returns it (an

@@ -45,6 +45,13 @@
 //! - **One heartbeat loop per worker** renews every running task's lease
 //!   each third of the lease, and raises the task's cancellation signal
 //!   ([`TaskContext::cancelled`]) on a cancel or a lost lease.
+//! - **Suspend** ([`TaskContext::suspend`]) either suspends the execution,
+//!   ending the attempt (the worker stops heartbeating it and reports
+//!   nothing, whatever the handler returns next) and answering one token per
+//!   waitpoint, or, when signals buffered earlier satisfy it, lets the
+//!   handler carry on with them ([`SuspendOutcome`]). The resumed run reads
+//!   the signals with [`TaskContext::signal`]. [`DirectTransport`] mints
+//!   tokens with its own keyring ([`DirectTransport::with_keyring`]).
 //! - **Shutdown** stops claiming, waits a grace period for running
 //!   handlers, then aborts the rest and releases their tasks (back in the
 //!   queue at once, no attempt used), as it releases any task a claim hands
@@ -66,8 +73,10 @@ pub use weft_api::{
     AddNodesRequest, AttemptView, ExecutionView, FlowEdgeView, FlowNodeRequest, FlowNodeView,
     FlowRequest, FlowSummary, FlowView, JoinRequest, LaneView, Page, SubmitRequest, TaskView,
 };
+pub use weft_api::{SuspendRequest, SuspendResponse, WaitpointTokenView};
+pub use weft_core::waitpoint::{OnTimeout, ResumeWhen, SuspendSpec, WaitpointSpec};
 pub use worker::{
-    CancelReason, TaskContext, Worker, WorkerBuilder, WorkerError, WorkerHandle, WorkerMetrics,
-    CLAIM_WAIT_DEFAULT, CONCURRENCY_DEFAULT, CONCURRENCY_MAX, LEASE_DEFAULT,
+    CancelReason, SuspendOutcome, TaskContext, Worker, WorkerBuilder, WorkerError, WorkerHandle,
+    WorkerMetrics, CLAIM_WAIT_DEFAULT, CONCURRENCY_DEFAULT, CONCURRENCY_MAX, LEASE_DEFAULT,
     SHUTDOWN_GRACE_DEFAULT,
 };

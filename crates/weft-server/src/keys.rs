@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use weft_core::token::{Keyring, GRACE_MS_DEFAULT};
+use weft_core::{Clock, SystemClock};
 
 /// The keyring file `weft dev` keeps in its data directory.
 pub const DEV_KEYRING_FILE: &str = "signing-keys.json";
@@ -46,9 +47,7 @@ pub type KeysResult<T> = Result<T, KeysError>;
 /// Milliseconds since the Unix epoch by the system clock, which is the clock
 /// the stores stamp token expiries with.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    SystemClock.now_ms()
 }
 
 /// A keyring of one new random key.

@@ -96,13 +96,12 @@
 //!   its worker stops) leaves the claim to finish in its own task and hand
 //!   back what it took. Only an answer already on the wire when the
 //!   connection closes is lost; its lease lapses.
-//!
-//! - **Waitpoint tokens** are signed and verified with [`Keys`]: an
-//!   ephemeral key unless [`Server::with_keys`] names a keyring (a file is
-//!   re-read when it changes; see the `keys` module). `POST /v1/signals`
-//!   verifies its token before any store call; a genuine token whose
-//!   execution has ended or whose waitpoint was already signalled is used
-//!   up, `403 invalid_token` like a forged one.
+//! - Waitpoint tokens are signed and verified with [`Keys`]: an ephemeral
+//!   key unless [`Server::with_keys`] names a keyring (a file is re-read
+//!   when it changes; see the [`keys`] module). `POST /v1/signals` verifies
+//!   its token before any store call; a genuine token whose execution has
+//!   ended or whose waitpoint was already signalled is used up, `403
+//!   invalid_token` like a forged one.
 //!
 //! ## Key operations
 //!

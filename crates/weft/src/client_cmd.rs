@@ -1,5 +1,5 @@
 //! The client commands: `weft submit`, `get`, `list`, `cancel`, `replay`,
-//! `wait`, `lanes` and `attempts`, over HTTP with the Rust SDK, and `weft
+//! `wait`, `lanes`, `attempts` and `signal`, over HTTP with the Rust SDK, and `weft
 //! flow …` (in `flow_cmd`).
 //!
 //! Every command takes `--server URL` (env `WEFT_SERVER`, default
@@ -75,6 +75,10 @@ pub enum ClientCommand {
     Lanes(LanesArgs),
     /// Show the attempts of an execution.
     Attempts(IdArgs),
+    /// Deliver a waitpoint signal: with a token (`--token`, no API token
+    /// needed), or to an execution's waitpoint by name (`ID --waitpoint
+    /// NAME`, buffered if it has not suspended on it yet).
+    Signal(SignalArgs),
     /// Create, show, list, wait for, extend and cancel flows (DAGs of
     /// executions).
     #[command(subcommand)]
@@ -120,6 +124,28 @@ pub struct SubmitArgs {
     /// A label, `KEY=VALUE` (repeatable).
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     tags: Vec<String>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// `weft signal`.
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["id", "token"])))]
+pub struct SignalArgs {
+    /// The execution whose waitpoint to signal (with --waitpoint).
+    #[arg(requires = "waitpoint")]
+    id: Option<String>,
+    /// The waitpoint's name (with the execution id).
+    #[arg(long, requires = "id")]
+    waitpoint: Option<String>,
+    /// A waitpoint token a suspend handed out; it names the execution and
+    /// the waitpoint itself.
+    #[arg(long, conflicts_with_all = ["id", "waitpoint"])]
+    token: Option<String>,
+    /// What the signal carries, as JSON, `@FILE` or `-` for stdin. Default:
+    /// null.
+    #[arg(long)]
+    payload: Option<String>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -215,6 +241,7 @@ pub async fn run(command: ClientCommand) -> Result<(), String> {
             print_lanes(&lanes);
             Ok(())
         }
+        ClientCommand::Signal(args) => signal(args).await,
         ClientCommand::Attempts(args) => {
             let attempts = args.common.connect.client()?.attempts(&args.id).await;
             let attempts = attempts.map_err(|e| describe(&e))?;
@@ -269,6 +296,22 @@ fn submit_request(args: &SubmitArgs) -> Result<SubmitRequest, String> {
         tags: parse_tags(&args.tags)?,
         ..SubmitRequest::default()
     })
+}
+
+async fn signal(args: SignalArgs) -> Result<(), String> {
+    let payload = match &args.payload {
+        Some(text) => parse_payload(text)?,
+        None => Value::Null,
+    };
+    let client = args.common.connect.client()?;
+    let view = match (&args.token, &args.id, &args.waitpoint) {
+        (Some(token), None, None) => client.signal(token, payload).await,
+        (None, Some(id), Some(waitpoint)) => client.signal_execution(id, waitpoint, payload).await,
+        _ => {
+            return Err("give either --token TOKEN, or an execution id and --waitpoint NAME".into())
+        }
+    };
+    print_execution(&args.common, &view.map_err(|e| describe(&e))?)
 }
 
 /// `--payload`: JSON text, `@FILE`, or `-` for stdin.
@@ -393,6 +436,10 @@ pub fn describe(error: &Error) -> String {
         Error::InvalidArgument { field, message } if field == "request" => {
             format!("the server refused the request: {message}")
         }
+        Error::InvalidToken => "the waitpoint token was refused: it is forged, altered, \
+                                expired, or already used (its waitpoint signalled, or its \
+                                execution ended)"
+            .to_owned(),
         // Over HTTP the id field carries the server's whole message.
         Error::NotFound { what: "object", id } => id.clone(),
         other => other.to_string(),
@@ -438,6 +485,23 @@ fn print_execution(common: &CommonArgs, e: &ExecutionView) -> Result<(), String>
             }),
         ),
         ("cancel reason", e.cancel_reason.clone()),
+        (
+            "waiting on",
+            e.suspension.as_ref().map(|s| {
+                let names: Vec<String> = s
+                    .waitpoints
+                    .iter()
+                    .map(|w| match (w.signalled, &w.timeout_at) {
+                        (true, _) => format!("{} (signalled)", w.name),
+                        (false, Some(at)) => {
+                            format!("{} (until {at}, then {})", w.name, w.on_timeout.as_str())
+                        }
+                        (false, None) => w.name.clone(),
+                    })
+                    .collect();
+                format!("{} of {}", s.resume_when.as_str(), names.join(", "))
+            }),
+        ),
         ("flow", e.flow_id.clone()),
         ("flow node", e.flow_node.clone()),
         (

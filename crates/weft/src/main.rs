@@ -4,11 +4,13 @@
 //! until SIGTERM or Ctrl-C, releasing its partitions on the way out.
 //! `weft dev` and `weft server` serve the HTTP API with an engine (`serve`).
 //! `weft submit`, `get`, `list`, … and `weft flow …` talk to a server
-//! (`client_cmd`, `flow_cmd`); `weft worker` runs a shell command per task
-//! (`worker_cmd`).
+//! (`client_cmd`, `flow_cmd`); `weft signal` delivers a waitpoint signal;
+//! `weft worker` runs a shell command per task (`worker_cmd`); `weft keys`
+//! rotates and lists the keys that sign waitpoint tokens (`keys_cmd`).
 
 mod client_cmd;
 mod flow_cmd;
+mod keys_cmd;
 mod serve;
 mod store_url;
 mod worker_cmd;
@@ -40,6 +42,9 @@ enum Command {
     Client(client_cmd::ClientCommand),
     /// Run a worker that runs a shell command per task (any kind).
     Worker(worker_cmd::WorkerArgs),
+    /// Rotate or list the keys that sign waitpoint tokens.
+    #[command(subcommand)]
+    Keys(keys_cmd::KeysCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -80,6 +85,7 @@ fn main() -> ExitCode {
             Command::Server(args) => serve::run_server(args).await,
             Command::Client(command) => client_cmd::run(command).await,
             Command::Worker(args) => worker_cmd::run(args).await,
+            Command::Keys(command) => keys_cmd::run(command).await,
         }
     });
     match result {

@@ -1,7 +1,8 @@
 //! Goal: `weft dev` and `weft server` work as real processes: the API answers
 //! after the `listening on` line, jobs go through submit, claim, complete,
 //! fail and retry, cancel and wait, a dead worker's lease is recovered by the
-//! engine, auth turns on with tokens, and SIGTERM exits 0.
+//! engine, auth turns on with tokens, waitpoint tokens outlive a restart and
+//! a key rotation (`weft keys rotate`, `weft signal`), and SIGTERM exits 0.
 //!
 //! Method: start the binary on a free loopback port with a temporary data
 //! directory, drive it over HTTP, stop it with SIGTERM and check its exit.
@@ -41,6 +42,9 @@ fn weft_command(args: &[&str]) -> Command {
         "WEFT_STORE",
         "WEFT_PAYLOAD_BYTES_MAX",
         "WEFT_VALKEY_KEY_PREFIX",
+        "WEFT_SIGNING_KEYS",
+        "WEFT_SERVER",
+        "WEFT_API_TOKEN",
     ] {
         command.env_remove(var);
     }
@@ -343,6 +347,101 @@ async fn api_tokens_turn_auth_on() {
     );
     let (status, _) = weft.terminate();
     assert!(status.success(), "exit {status:?}");
+}
+
+/// Submits a job on `lane`, claims it and suspends it on `approval`;
+/// returns the waitpoint's token.
+async fn suspended_token(weft: &Weft, lane: &str) -> String {
+    weft.submit(json!({"kind": "deploy", "lane": lane})).await;
+    let task = weft.claim(lane, 30_000, 5_000).await;
+    let id = task["execution_id"].as_str().expect("id");
+    let body = with(lease(&task), json!({"waitpoints": [{"name": "approval"}]}));
+    let (status, answer) = weft
+        .post(&format!("/v1/executions/{id}/suspend"), body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    answer["waitpoints"][0]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waitpoint_tokens_outlive_a_restart_and_a_rotation() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let weft = start_dev(data.path(), &[]);
+    let before_restart = suspended_token(&weft, "a").await;
+    let before_rotation = suspended_token(&weft, "b").await;
+    let keys = data.path().join("signing-keys.json");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&keys)
+            .expect("keyring")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let (status, _) = weft.terminate();
+    assert!(status.success());
+
+    let weft = start_dev(data.path(), &[]);
+    let (status, resumed) = weft
+        .post("/v1/signals", json!({"token": before_restart}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "the keys were reused: {resumed}");
+    assert_eq!(resumed["execution"]["state"], "waiting");
+
+    let data_dir = data.path().to_str().expect("utf-8 path");
+    let rotated = weft_command(&["keys", "rotate", "--data", data_dir])
+        .output()
+        .expect("weft keys rotate");
+    assert!(rotated.status.success(), "{rotated:?}");
+    let new_key = String::from_utf8_lossy(&rotated.stdout).trim().to_owned();
+    // The server looks at the file at most once a second.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let fresh = suspended_token(&weft, "c").await;
+    assert!(
+        fresh.contains(&format!("~{new_key}~")),
+        "{fresh} by {new_key}"
+    );
+    let signal = |token: &str| {
+        weft_command(&[
+            "signal",
+            "--token",
+            token,
+            "--payload",
+            r#"{"by": "cli"}"#,
+            "--json",
+        ])
+        .env("WEFT_SERVER", &weft.base)
+        .output()
+        .expect("weft signal")
+    };
+    let old = signal(&before_rotation);
+    assert!(old.status.success(), "within the grace: {old:?}");
+    let replayed = signal(&before_rotation);
+    assert!(!replayed.status.success());
+    let stderr = String::from_utf8_lossy(&replayed.stderr);
+    assert!(stderr.contains("already used"), "{stderr}");
+    assert!(signal(&fresh).status.success());
+    let (status, _) = weft.terminate();
+    assert!(status.success());
+
+    let missing = data.path().join("none.json");
+    let refused = weft_command(&[
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        &format!("sqlite://{data_dir}/server.sqlite3"),
+        "--signing-keys",
+        missing.to_str().expect("utf-8 path"),
+    ])
+    .output()
+    .expect("weft server");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("weft keys rotate --file"), "{stderr}");
 }
 
 /// The test Valkey as a `valkey://` URL; `scripts/test.sh` starts it.

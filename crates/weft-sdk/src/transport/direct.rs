@@ -21,14 +21,18 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use weft_api::{
-    lease_ref, time, AddNodesRequest, AttemptView, ClaimRequest, CompleteRequest, ExecutionView,
-    FailRequest, FlowRequest, FlowView, HeartbeatRequest, HeartbeatResponse, LaneView, Page,
-    ReleaseRequest, SubmitRequest, TaskView, CLAIM_WAIT_MS_MAX,
+    lease_ref, random_signing_key, time, AddNodesRequest, AttemptView, ClaimRequest,
+    CompleteRequest, ExecutionSignalRequest, ExecutionView, FailRequest, FlowRequest, FlowView,
+    HeartbeatRequest, HeartbeatResponse, LaneView, Page, ReleaseRequest, SignalRequest,
+    SubmitRequest, SuspendRequest, SuspendResponse, TaskView, WaitpointTokenView,
+    CLAIM_WAIT_MS_MAX,
 };
+use weft_core::token::Keyring;
 use weft_core::{
-    claim_across, release_claimed, CancelParams, ClaimParams, CompleteParams, Error, ErrorInfo,
-    ExecutionId, FailParams, FlowId, FlowListParams, HeartbeatParams, ListParams, PartitionId,
-    ReleaseParams, Result, Store, StoreEvent, Task,
+    claim_across, release_claimed, CancelParams, ClaimParams, Clock, CompleteParams, Error,
+    ErrorInfo, ExecutionId, FailParams, FlowId, FlowListParams, HeartbeatParams, ListParams,
+    PartitionId, ReleaseParams, Result, SignalParams, State, Store, StoreEvent, SuspendParams,
+    SystemClock, Task,
 };
 
 use super::{FlowListQuery, FlowSubmission, ListQuery, Submission, Transport, LIST_LIMIT_DEFAULT};
@@ -47,10 +51,18 @@ pub const DIRECT_POLL_INTERVAL_DEFAULT: Duration = Duration::from_secs(1);
 ///
 /// Delays, retries after backoff and lapsed leases are timers: some process
 /// must run a `weft_engine::Engine` on the same store for them to fire.
+///
+/// Suspends mint waitpoint tokens with a keyring, and token signals verify
+/// with it: an ephemeral one unless [`DirectTransport::with_keyring`] gives
+/// the keyring a server on the same store uses (then tokens work through
+/// either).
 #[derive(Clone)]
 pub struct DirectTransport {
     store: Arc<dyn Store>,
     poll_interval: Duration,
+    /// `None` only when the system had no randomness for an ephemeral key;
+    /// suspends and token signals then answer `internal`.
+    keyring: Option<Arc<Keyring>>,
 }
 
 impl std::fmt::Debug for DirectTransport {
@@ -67,10 +79,32 @@ type Events = Option<broadcast::Receiver<StoreEvent>>;
 impl DirectTransport {
     /// A transport over `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
+        let keyring = match random_signing_key(SystemClock.now_ms()) {
+            Ok(key) => Some(Arc::new(Keyring::new(key))),
+            Err(error) => {
+                tracing::warn!(%error, "no ephemeral signing key; suspends will fail");
+                None
+            }
+        };
         Self {
             store,
             poll_interval: DIRECT_POLL_INTERVAL_DEFAULT,
+            keyring,
         }
+    }
+
+    /// Signs and verifies waitpoint tokens with `keyring` instead of an
+    /// ephemeral key.
+    #[must_use]
+    pub fn with_keyring(mut self, keyring: Keyring) -> Self {
+        self.keyring = Some(Arc::new(keyring));
+        self
+    }
+
+    fn keyring(&self) -> Result<&Keyring> {
+        self.keyring
+            .as_deref()
+            .ok_or_else(|| Error::Internal("this transport has no signing key".into()))
     }
 
     /// Re-reads the store this often when no event arrives; see
@@ -299,6 +333,56 @@ impl Transport for DirectTransport {
             lease: lease_ref(&request.lease_id, request.epoch),
         };
         let execution = self.store.execution_release(&params).await?;
+        Ok(ExecutionView::from(&execution))
+    }
+
+    async fn suspend(&self, id: &str, request: &SuspendRequest) -> Result<SuspendResponse> {
+        let params = SuspendParams {
+            execution_id: parse_id(id)?,
+            lease: lease_ref(&request.lease_id, request.epoch),
+            spec: request.to_spec()?,
+        };
+        let keyring = self.keyring()?;
+        let execution = self.store.execution_suspend(&params).await?;
+        let tokens = keyring.tokens_for(&execution)?;
+        let signals = (execution.state == State::Active).then(|| execution.resumed_signals.clone());
+        Ok(SuspendResponse {
+            execution: ExecutionView::from(&execution),
+            waitpoints: tokens.iter().map(WaitpointTokenView::from).collect(),
+            signals,
+        })
+    }
+
+    async fn signal(&self, request: &SignalRequest) -> Result<ExecutionView> {
+        let claims = self
+            .keyring()?
+            .verify(&request.token, SystemClock.now_ms())?;
+        let params = SignalParams {
+            execution_id: claims.execution_id,
+            waitpoint: claims.waitpoint,
+            payload: request.payload.clone(),
+            seq: Some(claims.seq),
+        };
+        match self.store.execution_signal(&params).await {
+            // As the server answers: a genuine token whose execution has
+            // ended or is gone is used up.
+            Err(Error::Conflict { .. } | Error::NotFound { .. }) => Err(Error::InvalidToken),
+            other => Ok(ExecutionView::from(&other?)),
+        }
+    }
+
+    async fn signal_execution(
+        &self,
+        id: &str,
+        request: &ExecutionSignalRequest,
+    ) -> Result<ExecutionView> {
+        let params = SignalParams {
+            execution_id: parse_id(id)?,
+            waitpoint: request.waitpoint.clone(),
+            payload: request.payload.clone(),
+            seq: None,
+        };
+        let execution = self.store.execution_signal(&params).await?;
         Ok(ExecutionView::from(&execution))
     }
 

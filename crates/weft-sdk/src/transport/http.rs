@@ -20,9 +20,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use weft_api::{
     AddNodesRequest, AttemptView, CancelRequest, ClaimRequest, ClaimResponse, CompleteRequest,
-    ErrorBody, ExecutionView, FailRequest, FlowRequest, FlowView, HeartbeatRequest,
-    HeartbeatResponse, Items, LaneView, Page, ReleaseRequest, SubmitRequest, TaskView,
-    WAIT_TIMEOUT_MS_MAX,
+    ErrorBody, ExecutionSignalRequest, ExecutionView, FailRequest, FlowRequest, FlowView,
+    HeartbeatRequest, HeartbeatResponse, Items, LaneView, Page, ReleaseRequest, SignalRequest,
+    SignalResponse, SubmitRequest, SuspendRequest, SuspendResponse, TaskView, WAIT_TIMEOUT_MS_MAX,
 };
 use weft_core::{Error, Result};
 
@@ -483,6 +483,33 @@ impl Transport for HttpTransport {
 
     fn describe(&self) -> String {
         self.base.as_str().trim_end_matches('/').to_owned()
+    }
+
+    async fn suspend(&self, id: &str, request: &SuspendRequest) -> Result<SuspendResponse> {
+        let url = self.url(&["v1", "executions", id, "suspend"]);
+        Ok(self
+            .post_json(url, request, Some(id), Duration::ZERO)
+            .await?
+            .1)
+    }
+
+    async fn signal(&self, request: &SignalRequest) -> Result<ExecutionView> {
+        let url = self.url(&["v1", "signals"]);
+        let (_, answer): (_, SignalResponse) =
+            self.post_json(url, request, None, Duration::ZERO).await?;
+        Ok(answer.execution)
+    }
+
+    async fn signal_execution(
+        &self,
+        id: &str,
+        request: &ExecutionSignalRequest,
+    ) -> Result<ExecutionView> {
+        let url = self.url(&["v1", "executions", id, "signals"]);
+        let (_, answer): (_, SignalResponse) = self
+            .post_json(url, request, Some(id), Duration::ZERO)
+            .await?;
+        Ok(answer.execution)
     }
 
     async fn flow_create(&self, request: &FlowRequest) -> Result<FlowSubmission> {

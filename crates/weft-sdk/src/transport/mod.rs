@@ -24,9 +24,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use weft_api::{
-    AddNodesRequest, AttemptView, ClaimRequest, CompleteRequest, ExecutionView, FailRequest,
-    FlowRequest, FlowView, HeartbeatRequest, HeartbeatResponse, LaneView, Page, ReleaseRequest,
-    SubmitRequest, TaskView,
+    AddNodesRequest, AttemptView, ClaimRequest, CompleteRequest, ExecutionSignalRequest,
+    ExecutionView, FailRequest, FlowRequest, FlowView, HeartbeatRequest, HeartbeatResponse,
+    LaneView, Page, ReleaseRequest, SignalRequest, SubmitRequest, SuspendRequest, SuspendResponse,
+    TaskView,
 };
 use weft_core::flow::FlowState;
 use weft_core::{Error, Result, State};
@@ -89,6 +90,14 @@ pub struct FlowListQuery {
 fn flows_unsupported(transport: &(impl Transport + ?Sized)) -> Error {
     Error::Unavailable(format!(
         "the transport {} does not support flows",
+        transport.describe()
+    ))
+}
+
+/// What a transport without waitpoints answers to suspend and signal.
+fn signals_unsupported(transport: &(impl Transport + ?Sized)) -> Error {
+    Error::Unavailable(format!(
+        "the transport {} does not support suspend and signal",
         transport.describe()
     ))
 }
@@ -178,6 +187,29 @@ pub trait Transport: Send + Sync + 'static {
     /// (`POST /v1/flows/{id}/cancel`).
     async fn flow_cancel(&self, _id: &str) -> Result<FlowView> {
         Err(flows_unsupported(self))
+    }
+
+    /// Suspends the attempt on waitpoints and answers one token per
+    /// waitpoint (`POST /v1/executions/{id}/suspend`). Like the flow
+    /// methods, the waitpoint methods default to `unavailable`; both of
+    /// this crate's transports implement them.
+    async fn suspend(&self, _id: &str, _request: &SuspendRequest) -> Result<SuspendResponse> {
+        Err(signals_unsupported(self))
+    }
+
+    /// Delivers the signal a waitpoint token grants (`POST /v1/signals`).
+    async fn signal(&self, _request: &SignalRequest) -> Result<ExecutionView> {
+        Err(signals_unsupported(self))
+    }
+
+    /// Signals a waitpoint of an execution by name, buffered when it has not
+    /// suspended on it yet (`POST /v1/executions/{id}/signals`).
+    async fn signal_execution(
+        &self,
+        _id: &str,
+        _request: &ExecutionSignalRequest,
+    ) -> Result<ExecutionView> {
+        Err(signals_unsupported(self))
     }
 }
 

@@ -3,17 +3,55 @@
 //!
 //! Definitions: the cancellation signal is a `watch` cell holding
 //! `Option<CancelReason>`, shared by the context (and its clones) and the
-//! worker. It is raised at most once; the first reason sticks.
+//! worker. It is raised at most once; the first reason sticks. The
+//! *suspended flag* is raised by [`TaskContext::suspend`] once the store has
+//! suspended the execution: the lease is over, so the worker stops
+//! heartbeating it and reports nothing for the attempt.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::watch;
-use weft_api::TaskView;
+use weft_api::{SuspendRequest, TaskView, WaitpointTokenView};
+use weft_core::waitpoint::SuspendSpec;
+use weft_core::{Error, State};
 
 use super::WorkerError;
+use crate::transport::SharedTransport;
+
+/// What [`TaskContext::suspend`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SuspendOutcome {
+    /// The execution is suspended and the attempt is over: hand the tokens
+    /// out (each delivers its waitpoint's signal through `POST /v1/signals`),
+    /// then return from the handler. Whatever it returns is not reported
+    /// (`Err(WorkerError::suspended())` suits a typed result). A signal makes
+    /// the execution claimable again; that run sees it in
+    /// [`TaskContext::signals`].
+    Suspended(Vec<WaitpointTokenView>),
+    /// Signals buffered before the suspend already satisfy it: the execution
+    /// stays active under this lease, and the handler carries on with these
+    /// payloads, by waitpoint.
+    Satisfied(BTreeMap<String, Value>),
+}
+
+/// Raised once the execution is suspended; shared by a task's context and
+/// the worker's record of it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SuspendedFlag(Arc<AtomicBool>);
+
+impl SuspendedFlag {
+    pub(crate) fn raise(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_raised(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
 
 /// Why a running handler is asked to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,20 +114,40 @@ pub struct TaskContext {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     task: TaskView,
     worker_id: String,
     signal: CancelSignal,
+    suspended: SuspendedFlag,
+    transport: SharedTransport,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("task", &self.task)
+            .field("worker_id", &self.worker_id)
+            .field("signal", &self.signal)
+            .field("suspended", &self.suspended)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TaskContext {
-    pub(crate) fn new(task: TaskView, worker_id: String, signal: CancelSignal) -> Self {
+    pub(crate) fn new(
+        task: TaskView,
+        worker_id: String,
+        signal: CancelSignal,
+        suspended: SuspendedFlag,
+        transport: SharedTransport,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 task,
                 worker_id,
                 signal,
+                suspended,
+                transport,
             }),
         }
     }
@@ -151,6 +209,59 @@ impl TaskContext {
         self.inner.task.flow_node.as_deref()
     }
 
+    /// The payloads of the signals that resumed the execution, by waitpoint
+    /// (empty until it has suspended and resumed).
+    pub fn signals(&self) -> &BTreeMap<String, Value> {
+        &self.inner.task.signals
+    }
+
+    /// The payload of one waitpoint's signal, if this run was resumed by it.
+    pub fn signal(&self, waitpoint: &str) -> Option<&Value> {
+        self.inner.task.signals.get(waitpoint)
+    }
+
+    /// Suspends the execution on the waitpoints of `spec`: either it is
+    /// suspended and this attempt is over ([`SuspendOutcome::Suspended`],
+    /// with one token per waitpoint: hand them out, then return), or
+    /// buffered signals already satisfy it and the handler carries on
+    /// ([`SuspendOutcome::Satisfied`]).
+    ///
+    /// # Errors
+    ///
+    /// A non-retryable `bad_suspend` error for a spec the server refuses; a
+    /// retryable one when the suspend could not be recorded (the lease was
+    /// lost, Weft was unreachable). Returning it fails the attempt as usual.
+    pub async fn suspend(&self, spec: SuspendSpec) -> Result<SuspendOutcome, WorkerError> {
+        let task = &self.inner.task;
+        let request = SuspendRequest::new(&task.lease.id, task.lease.epoch, &spec);
+        let answer = match self
+            .inner
+            .transport
+            .suspend(&task.execution_id, &request)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e @ Error::InvalidArgument { .. }) => {
+                return Err(WorkerError::permanent(format!("suspend refused: {e}"))
+                    .with_kind("bad_suspend"))
+            }
+            Err(e) => return Err(WorkerError::from(e)),
+        };
+        if answer.execution.state == State::Active {
+            return Ok(SuspendOutcome::Satisfied(
+                answer.signals.unwrap_or_default(),
+            ));
+        }
+        self.inner.suspended.raise();
+        Ok(SuspendOutcome::Suspended(answer.waitpoints))
+    }
+
+    /// Whether [`TaskContext::suspend`] suspended the execution, ending this
+    /// attempt.
+    pub fn is_suspended(&self) -> bool {
+        self.inner.suspended.is_raised()
+    }
+
     /// The worker running the attempt.
     pub fn worker_id(&self) -> &str {
         &self.inner.worker_id
@@ -203,10 +314,22 @@ mod tests {
         .unwrap()
     }
 
+    fn context(signal: CancelSignal) -> TaskContext {
+        let store = weft_sqlite::SqliteStore::open(weft_sqlite::SqliteConfig::memory()).unwrap();
+        let transport = crate::DirectTransport::new(Arc::new(store));
+        TaskContext::new(
+            task(),
+            "w".into(),
+            signal,
+            SuspendedFlag::default(),
+            Arc::new(transport),
+        )
+    }
+
     #[tokio::test]
     async fn first_reason_sticks_and_wakes_clones() {
         let signal = CancelSignal::new();
-        let ctx = TaskContext::new(task(), "w".into(), signal.clone());
+        let ctx = context(signal.clone());
         let clone = ctx.clone();
         let waiter = tokio::spawn(async move { clone.cancelled().await });
         assert!(!ctx.is_cancelled());
@@ -227,11 +350,13 @@ mod tests {
         struct Bad {
             missing: String,
         }
-        let ctx = TaskContext::new(task(), "w".into(), CancelSignal::new());
+        let ctx = context(CancelSignal::new());
         assert_eq!(ctx.payload_as::<Good>().unwrap().n, 3);
         let err = ctx.payload_as::<Bad>().unwrap_err();
         assert!(!err.is_retryable());
         assert_eq!(err.kind(), Some("bad_payload"));
         assert_eq!(ctx.attempt(), 2);
+        assert!(ctx.signals().is_empty());
+        assert_eq!(ctx.signal("approval"), None);
     }
 }

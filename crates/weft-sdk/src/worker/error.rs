@@ -46,6 +46,14 @@ impl WorkerError {
         Self::new(message).non_retryable()
     }
 
+    /// What a handler may return after [`crate::TaskContext::suspend`]
+    /// suspended its execution when its result type has no value to give:
+    /// the worker reports nothing for a suspended attempt, so this is never
+    /// recorded (returned without a suspend, it fails the attempt).
+    pub fn suspended() -> Self {
+        Self::new("the handler suspended its execution").with_kind("suspended")
+    }
+
     /// The same failure, made non-retryable.
     #[must_use]
     pub fn non_retryable(mut self) -> Self {

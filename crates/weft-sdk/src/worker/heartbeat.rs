@@ -17,7 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use weft_api::HeartbeatRequest;
 use weft_core::Error;
 
-use super::context::CancelSignal;
+use super::context::{CancelSignal, SuspendedFlag};
 use super::{stopped, CancelReason, Shared};
 
 /// One task's heartbeat in a pass.
@@ -26,6 +26,7 @@ struct Beat {
     execution_id: String,
     epoch: u64,
     signal: CancelSignal,
+    suspended: SuspendedFlag,
 }
 
 pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -46,12 +47,13 @@ async fn beat_all(shared: &Arc<Shared>) {
     let beats: Vec<Beat> = shared
         .in_flight()
         .iter()
-        .filter(|(_, entry)| entry.heartbeating)
+        .filter(|(_, entry)| entry.heartbeating && !entry.suspended.is_raised())
         .map(|(lease_id, entry)| Beat {
             lease_id: lease_id.clone(),
             execution_id: entry.execution_id.clone(),
             epoch: entry.epoch,
             signal: entry.signal.clone(),
+            suspended: entry.suspended.clone(),
         })
         .collect();
     if beats.is_empty() {
@@ -84,6 +86,8 @@ async fn beat_one(shared: &Shared, beat: Beat) {
             }
             return;
         }
+        // A suspend ended the lease while this beat was on its way.
+        Ok(Err(Error::LeaseLost { .. })) if beat.suspended.is_raised() => return,
         Ok(Err(Error::LeaseLost { .. })) => {
             let reason = shared.lost_reason(&beat.execution_id).await;
             shared.lose(&beat.lease_id, &beat.signal, reason);

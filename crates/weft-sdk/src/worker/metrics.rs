@@ -24,6 +24,9 @@ pub struct WorkerMetrics {
     /// or sent by a claim beyond what it asked for. Their attempts end
     /// `released` and count against nothing.
     pub released: u64,
+    /// Attempts that ended with the handler suspending its execution
+    /// ([`crate::TaskContext::suspend`]).
+    pub suspended: u64,
     /// Handlers running now.
     pub in_flight: u64,
 }
@@ -38,6 +41,7 @@ pub(crate) struct Counters {
     pub(crate) lease_lost: AtomicU64,
     pub(crate) cancelled: AtomicU64,
     pub(crate) released: AtomicU64,
+    pub(crate) suspended: AtomicU64,
 }
 
 /// Adds `n` to a counter.
@@ -56,6 +60,7 @@ impl Counters {
             lease_lost: read(&self.lease_lost),
             cancelled: read(&self.cancelled),
             released: read(&self.released),
+            suspended: read(&self.suspended),
             in_flight,
         }
     }

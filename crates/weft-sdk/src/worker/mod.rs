@@ -77,12 +77,12 @@ pub use builder::{
     WorkerBuilder, CLAIM_WAIT_DEFAULT, CONCURRENCY_DEFAULT, CONCURRENCY_MAX, LEASE_DEFAULT,
     SHUTDOWN_GRACE_DEFAULT,
 };
-pub use context::{CancelReason, TaskContext};
+pub use context::{CancelReason, SuspendOutcome, TaskContext};
 pub use error::WorkerError;
 pub use metrics::WorkerMetrics;
 
 use builder::WorkerConfig;
-use context::CancelSignal;
+use context::{CancelSignal, SuspendedFlag};
 use metrics::{bump, Counters};
 use release::{release_unstarted, RELEASE_WAIT_MAX};
 
@@ -108,6 +108,9 @@ struct InFlight {
     execution_id: String,
     epoch: u64,
     signal: CancelSignal,
+    /// Raised when the handler suspended the execution: the lease is over,
+    /// so heartbeats stop and nothing is reported.
+    suspended: SuspendedFlag,
     /// When the lease lapses unless renewed, by this process's clock.
     expires_at: Instant,
     /// `false` once the lease is known lost: heartbeats stop.
@@ -511,17 +514,20 @@ fn spawn_batch(
             continue;
         };
         let signal = CancelSignal::new();
+        let suspended = SuspendedFlag::default();
         shared.in_flight().insert(
             task.lease.id.clone(),
             InFlight {
                 execution_id: task.execution_id.clone(),
                 epoch: task.lease.epoch,
                 signal: signal.clone(),
+                suspended: suspended.clone(),
                 expires_at: Instant::now() + shared.config.lease,
                 heartbeating: true,
             },
         );
-        tasks.spawn(task::run(Arc::clone(shared), task, signal, slot));
+        let running = task::run(Arc::clone(shared), task, signal, suspended, slot);
+        tasks.spawn(running);
     }
     if !extra.is_empty() {
         tasks.spawn(release_unstarted(Arc::clone(shared), extra));

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use weft_api::{CompleteRequest, FailRequest, TaskView};
 use weft_core::Error;
 
-use super::context::CancelSignal;
+use super::context::{CancelSignal, SuspendedFlag};
 use super::metrics::bump;
 use super::release::release_one;
 use super::{stopped, CancelReason, Shared, TaskContext, WorkerError, ABORT_WAIT};
@@ -53,9 +53,20 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     task: TaskView,
     signal: CancelSignal,
+    suspended: SuspendedFlag,
     _slot: OwnedSemaphorePermit,
 ) {
-    match invoke(&shared, &task, &signal).await {
+    let invoked = invoke(&shared, &task, &signal, &suspended).await;
+    if suspended.is_raised() {
+        // The suspend ended the attempt and released the lease: there is
+        // nothing to complete, fail or hand back, whatever the handler did
+        // afterwards.
+        bump(&shared.counters.suspended, 1);
+        tracing::debug!(execution_id = %task.execution_id, "handler suspended its execution");
+        shared.in_flight().remove(&task.lease.id);
+        return;
+    }
+    match invoked {
         // An error after shutdown told the handler to stop is most likely
         // its answer to being told: not a failure to report.
         Invoked::Finished(Err(_)) if signal.reason() == Some(CancelReason::Shutdown) => {
@@ -67,7 +78,12 @@ pub(super) async fn run(
     shared.in_flight().remove(&task.lease.id);
 }
 
-async fn invoke(shared: &Arc<Shared>, task: &TaskView, signal: &CancelSignal) -> Invoked {
+async fn invoke(
+    shared: &Arc<Shared>,
+    task: &TaskView,
+    signal: &CancelSignal,
+    suspended: &SuspendedFlag,
+) -> Invoked {
     let Some(handler) = shared.handler_for(&task.kind) else {
         return Invoked::Finished(Err(WorkerError::permanent(format!(
             "no handler for kind {:?} on worker {} (it handles: {})",
@@ -81,6 +97,8 @@ async fn invoke(shared: &Arc<Shared>, task: &TaskView, signal: &CancelSignal) ->
         task.clone(),
         shared.config.worker_id.clone(),
         signal.clone(),
+        suspended.clone(),
+        Arc::clone(&shared.transport),
     );
     let mut running = AbortOnDrop(tokio::spawn(async move { handler(ctx).await }));
     let mut grace_over = shared.grace_over.subscribe();

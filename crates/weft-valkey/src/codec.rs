@@ -23,11 +23,11 @@ use redis::Value;
 use weft_core::flow::{
     EdgeOn, Flow, FlowEdge, FlowNode, FlowState, Join, JoinMode, JoinState, OnFailure, StateCounts,
 };
+use weft_core::waitpoint::{OnTimeout, ResumeWhen, Suspension, Waitpoint};
 use weft_core::{
     Attempt, AttemptNumber, AttemptState, Backoff, EndedBy, EndedLease, Error, ErrorInfo,
     Execution, ExecutionId, FlowId, Lease, LeaseEpoch, LeaseId, Result, State,
 };
-use weft_core::waitpoint::{OnTimeout, ResumeWhen, Suspension, Waitpoint};
 
 /// The separator inside an attempt entry (and a flow node, a flow edge, a
 /// suspension).
@@ -260,8 +260,8 @@ impl Row {
             .iter()
             .filter_map(|(field, raw)| Some((field.strip_prefix(prefix)?, raw)))
             .map(|(name, raw)| {
-                let payload = serde_json::from_str(raw)
-                    .map_err(|e| bad(format!("{prefix}{name}: {e}")))?;
+                let payload =
+                    serde_json::from_str(raw).map_err(|e| bad(format!("{prefix}{name}: {e}")))?;
                 Ok((name.to_owned(), payload))
             })
             .collect()
@@ -607,6 +607,44 @@ mod tests {
         let running = decode_attempt("1\u{1f}running\u{1f}10\u{1f}\u{1f}w\u{1f}").unwrap();
         assert_eq!(running.ended_at_ms, None);
         assert!(decode_attempt("garbage").is_err());
+    }
+
+    #[test]
+    fn suspensions_decode() {
+        let raw = "2\u{1f}any\u{1f}1000\u{1f}approve\u{1f}1500\u{1f}resume\u{1f}1500\u{1f}1\
+                   \u{1f}audit.log\u{1f}\u{1f}fail\u{1f}9000\u{1f}0";
+        let s = decode_suspension(raw).unwrap();
+        assert_eq!(
+            (s.seq, s.resume_when, s.suspended_at_ms),
+            (2, ResumeWhen::Any, 1000)
+        );
+        assert_eq!(
+            s.waitpoints,
+            vec![
+                Waitpoint {
+                    name: "approve".into(),
+                    timeout_at_ms: Some(1500),
+                    on_timeout: OnTimeout::Resume,
+                    expires_at_ms: 1500,
+                    signalled: true,
+                },
+                Waitpoint {
+                    name: "audit.log".into(),
+                    timeout_at_ms: None,
+                    on_timeout: OnTimeout::Fail,
+                    expires_at_ms: 9000,
+                    signalled: false,
+                },
+            ]
+        );
+        for bad in [
+            "",
+            "1\u{1f}all",
+            "1\u{1f}all\u{1f}5\u{1f}a",
+            "1\u{1f}some\u{1f}5",
+        ] {
+            assert!(decode_suspension(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

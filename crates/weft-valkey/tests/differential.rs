@@ -123,7 +123,12 @@ impl Diff {
                     )
                 })
                 .collect();
-            format!("{} {} [{}]", s.seq, s.resume_when.as_str(), waitpoints.join(", "))
+            format!(
+                "{} {} [{}]",
+                s.seq,
+                s.resume_when.as_str(),
+                waitpoints.join(", ")
+            )
         });
         format!(
             "#{} {} att={} fail={} recl={} epoch={} lease={:?} err={:?} res={:?} cancel={:?} \
@@ -487,18 +492,28 @@ impl Diff {
         let v = self.valkey.execution_suspend(&params(&task.valkey)).await;
         let (s, v) = (outcome(&s, |e| self.view(e)), outcome(&v, |e| self.view(e)));
         self.check(
-            format!("suspend #{} e{} {spec:?}", task.idx, task.sqlite.lease.epoch.0),
+            format!(
+                "suspend #{} e{} {spec:?}",
+                task.idx, task.sqlite.lease.epoch.0
+            ),
             s,
             v,
         );
     }
 
     async fn signal(&mut self) {
-        let ids = self.ids.clone();
-        let Some((idx, (sid, vid))) = self.pick(&ids.into_iter().enumerate().collect::<Vec<_>>())
-        else {
-            return;
+        // Mostly the executions of recent tasks: the ones that suspend.
+        let recent: Vec<usize> = self.tasks[self.tasks.len().saturating_sub(8)..]
+            .iter()
+            .map(|t| t.idx)
+            .filter(|i| *i < self.ids.len())
+            .collect();
+        let idx = match self.pick(&recent) {
+            Some(idx) if self.rng.u8(0..10) < 7 => idx,
+            _ if self.ids.is_empty() => return,
+            _ => self.rng.usize(..self.ids.len()),
         };
+        let (sid, vid) = self.ids[idx].clone();
         let waitpoint = match self.rng.u8(0..30) {
             0 => "not a name".to_owned(),
             _ => WAITPOINTS[self.rng.usize(..WAITPOINTS.len())].to_owned(),
@@ -703,6 +718,37 @@ async fn sqlite_and_valkey_agree() {
         *seen.entry(format!("{op} {ok} {err}")).or_default() += 1;
     }
     println!("differential outcomes: {seen:#?}");
+    // What the run reached with waitpoints, by the executions' end states.
+    let mut reached = std::collections::BTreeMap::<String, usize>::new();
+    for (sid, _) in &diff.ids {
+        let Ok(e) = diff.sqlite.execution_get(sid).await else {
+            continue;
+        };
+        let timed_out = e
+            .error
+            .as_ref()
+            .and_then(|x| x.kind.as_deref())
+            .is_some_and(|k| k == "waitpoint_timeout")
+            || e.cancel_reason
+                .as_deref()
+                .is_some_and(|r| r.ends_with("timed out"));
+        let mut count = |what: String| *reached.entry(what).or_default() += 1;
+        if e.suspends > 0 {
+            count(format!("suspended at least once, now {}", e.state.as_str()));
+        }
+        if timed_out {
+            count(format!("waitpoint timeout ended it {}", e.state.as_str()));
+        }
+        if !e.signals.is_empty() {
+            count("holds unconsumed signals".into());
+        }
+        if !e.resumed_signals.is_empty() {
+            count("resumed with signals".into());
+        }
+    }
+    let handed = diff.tasks.iter().filter(|t| !t.sqlite.signals.is_empty());
+    reached.insert("tasks handed signals".into(), handed.count());
+    println!("differential waitpoints: {reached:#?}");
     println!(
         "differential: {} executions, {} tasks, {ticks} ticks",
         diff.ids.len(),

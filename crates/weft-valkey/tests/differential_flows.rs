@@ -6,23 +6,27 @@
 //! operations are refused with the same kind.
 //! Method: random small DAGs (random edges, `on`, joins, `on_failure`) are
 //! created on an in-memory SQLite store and on Valkey; random steps (claim
-//! and complete or fail a member, cancel a member, cancel the flow, add
-//! nodes) are chosen from the SQLite side's state and applied to both, then
+//! and complete, fail or suspend a member, signal a suspended member, cancel
+//! a member, cancel the flow, add nodes) are chosen from the SQLite side's
+//! state and applied to both, then
 //! everything is compared. Members are named by node key, since ids differ.
 //! Some flows are fan-outs of `FAN_OUT` children, larger than one call's
 //! cascade chunk (`CASCADE_CHUNK_MAX`): after every step both stores' flow
 //! partitions are ticked one outbox entry at a time until nothing is due,
 //! and the flows are compared after each tick, so a partly drained cascade
-//! must look the same on both.
+//! must look the same on both. A suspend with a timeout (1 ms, any
+//! `on_timeout`) sleeps past it before the ticks, so the timeout fires in
+//! the same tick on both and its transition settles the flow there.
 //! `WEFT_DIFF_SEED` replays a run, `WEFT_DIFF_FLOWS` sets the number of flows.
 
 mod common;
 
 use serde_json::json;
 use weft_core::flow::{EdgeOn, Flow, FlowSpec, OnFailure, CASCADE_CHUNK_MAX};
+use weft_core::waitpoint::{OnTimeout, ResumeWhen, SuspendSpec, WaitpointSpec};
 use weft_core::{
     CancelParams, ClaimParams, CompleteParams, Error, ErrorInfo, FailParams, FlowId, LeaseRef,
-    PartitionCount, PartitionId, Result, State, Store, Task,
+    PartitionCount, PartitionId, Result, SignalParams, State, Store, SuspendParams, Task,
 };
 use weft_sqlite::{SqliteConfig, SqliteStore};
 
@@ -166,6 +170,8 @@ async fn compare(sides: &[Side<'_>; 2], context: &str) {
                 e.error.as_ref().and_then(|x| x.kind.clone()),
                 e.flow_node.clone(),
                 e.attempts,
+                e.suspends,
+                e.resumed_signals.clone(),
             )
         };
         assert_eq!(view(&x), view(&y), "{context}: member {}", node.key);
@@ -193,7 +199,7 @@ async fn step(sides: &[Side<'_>; 2], rng: &mut fastrand::Rng, tag: &str) -> Stri
     let node = &flow.nodes[rng.usize(..flow.nodes.len())];
     let key = node.key.clone();
     let cancel_odds = match node.state {
-        State::Active => 1,
+        State::Active | State::Suspended => 1,
         State::Blocked => 2,
         State::Waiting => 1,
         _ => 0,
@@ -220,8 +226,52 @@ async fn step(sides: &[Side<'_>; 2], rng: &mut fastrand::Rng, tag: &str) -> Stri
             let a = claim(sides[0].store, &lane).await.expect("claimable");
             let b = claim(sides[1].store, &lane).await.expect("claimable");
             assert_eq!(a.inputs, b.inputs, "inputs of {key}");
+            assert_eq!(a.signals, b.signals, "signals of {key}");
             assert_eq!(a.flow_node, b.flow_node);
             format!("claim {key}")
+        }
+        State::Active if rng.u8(..10) < 2 => {
+            let timeout = rng.bool().then_some(1);
+            let spec = SuspendSpec {
+                waitpoints: vec![WaitpointSpec {
+                    name: "go".into(),
+                    timeout_ms: timeout,
+                    on_timeout: OnTimeout::ALL[rng.usize(..OnTimeout::ALL.len())],
+                }],
+                resume_when: ResumeWhen::All,
+            };
+            for side in sides {
+                let f = side.store.flow_get(&side.id).await.unwrap();
+                let id = member_view(&f, &key);
+                let exec = side.store.execution_get(&id).await.unwrap();
+                let lease = exec.lease.expect("active members hold a lease");
+                let params = SuspendParams {
+                    execution_id: id,
+                    lease: LeaseRef {
+                        lease_id: lease.id,
+                        epoch: lease.epoch,
+                    },
+                    spec: spec.clone(),
+                };
+                side.store.execution_suspend(&params).await.unwrap();
+            }
+            if timeout.is_some() {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            format!("suspend {key} {:?}", spec.waitpoints[0])
+        }
+        State::Suspended => {
+            for side in sides {
+                let f = side.store.flow_get(&side.id).await.unwrap();
+                let params = SignalParams {
+                    execution_id: member_view(&f, &key),
+                    waitpoint: "go".into(),
+                    payload: json!({ "to": key }),
+                    seq: None,
+                };
+                side.store.execution_signal(&params).await.unwrap();
+            }
+            format!("signal {key}")
         }
         State::Active => {
             let ok = rng.u8(..10) < 7;

@@ -1,8 +1,9 @@
 //! Store events and due hints arrive over pub/sub.
 //!
-//! Goal: `Store::events` reports an execution becoming claimable (submitted
-//! or released) and ending, and `Store::due_hints` an earlier timer, as the
-//! SQLite store does.
+//! Goal: `Store::events` reports an execution becoming claimable (submitted,
+//! released or resumed by a signal) and ending (also by a waitpoint
+//! timeout), and `Store::due_hints` an earlier timer, as the SQLite store
+//! does.
 //! Method: subscribe, act, and wait (bounded) for the message. The listener
 //! subscribes in the background after `connect`, so the first action is
 //! repeated until the subscription is known to be live.
@@ -12,9 +13,10 @@ mod common;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
+use weft_core::waitpoint::{OnTimeout, ResumeWhen, SuspendSpec, WaitpointSpec};
 use weft_core::{
-    ClaimParams, CompleteParams, LeaseRef, ReleaseParams, State, Store, StoreEvent, SubmitParams,
-    Task,
+    ClaimParams, CompleteParams, ExecutionId, LeaseRef, ReleaseParams, SignalParams, State, Store,
+    StoreEvent, SubmitParams, SuspendParams, Task,
 };
 
 async fn next<T: Clone>(rx: &mut broadcast::Receiver<T>, wanted: impl Fn(&T) -> bool) -> Option<T> {
@@ -123,6 +125,134 @@ async fn ready_and_ended_events_are_published() {
         Some(StoreEvent::Ended {
             id: task.execution_id.clone(),
             state: State::Completed
+        })
+    );
+}
+
+/// Suspends `task` on the waitpoint `go`; returns when its timeout falls.
+async fn suspend(
+    store: &weft_valkey::ValkeyStore,
+    task: &Task,
+    timeout_ms: Option<i64>,
+) -> Option<i64> {
+    let params = SuspendParams {
+        execution_id: task.execution_id.clone(),
+        lease: LeaseRef {
+            lease_id: task.lease.id.clone(),
+            epoch: task.lease.epoch,
+        },
+        spec: SuspendSpec {
+            waitpoints: vec![WaitpointSpec {
+                name: "go".into(),
+                timeout_ms,
+                on_timeout: OnTimeout::Fail,
+            }],
+            resume_when: ResumeWhen::All,
+        },
+    };
+    let exec = store.execution_suspend(&params).await.expect("suspend");
+    assert_eq!(exec.state, State::Suspended);
+    exec.suspension.and_then(|s| s.waitpoints[0].timeout_at_ms)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waitpoint_resumes_and_timeouts_are_published() {
+    let url = common::url(common::VALKEY_URL_VAR);
+    let config = common::config(&url, Some(4));
+    let _cleanup = common::Cleanup {
+        url: url.clone(),
+        prefix: config.key_prefix.clone(),
+    };
+    let store = common::connect(config).await;
+    let mut events = store.events().expect("valkey publishes events");
+    let mut hints = store.due_hints().expect("valkey publishes hints");
+    let claim = ClaimParams {
+        worker_id: "w".into(),
+        lanes: vec!["wp".into()],
+        capabilities: vec![],
+        max: 1,
+        lease_ms: 30_000,
+    };
+    let ready = |id: &ExecutionId| {
+        let partition = id.partition();
+        move |e: &StoreEvent| matches!(e, StoreEvent::Ready { partition: p, lane } if *p == partition && lane == "wp")
+    };
+    // Until the subscription is live, submits go unheard.
+    let mut exec = None;
+    for _ in 0..20 {
+        let submitted = store
+            .execution_submit(&SubmitParams {
+                lane: Some("wp".into()),
+                ..SubmitParams::new("k", 1.into())
+            })
+            .await
+            .expect("submit")
+            .execution;
+        if next(&mut events, ready(&submitted.id)).await.is_some() {
+            exec = Some(submitted);
+            break;
+        }
+    }
+    let exec = exec.expect("a Ready event after a submit");
+    let partition = exec.id.partition();
+    let mut task = None;
+    // The live subscription's submit is claimed; earlier ones may be first.
+    while task.is_none() {
+        let got = store
+            .execution_claim(partition, &claim)
+            .await
+            .expect("claim")
+            .pop()
+            .expect("a claimable execution");
+        if got.execution_id == exec.id {
+            task = Some(got);
+        }
+    }
+    let task = task.expect("the submitted execution");
+    suspend(&store, &task, None).await;
+    let signal = SignalParams {
+        execution_id: exec.id.clone(),
+        waitpoint: "go".into(),
+        payload: serde_json::json!({"ok": true}),
+        seq: Some(1),
+    };
+    let resumed = store.execution_signal(&signal).await.expect("signal");
+    assert_eq!(resumed.state, State::Waiting);
+    assert!(
+        next(&mut events, ready(&exec.id)).await.is_some(),
+        "a Ready event after the resume"
+    );
+
+    let again = store
+        .execution_claim(partition, &claim)
+        .await
+        .expect("claim again")
+        .pop()
+        .expect("the resumed execution");
+    assert_eq!(again.execution_id, exec.id);
+    assert_eq!(
+        again.signals.get("go"),
+        Some(&serde_json::json!({"ok": true}))
+    );
+    let due = suspend(&store, &again, Some(30)).await;
+    assert!(due.is_some());
+    let hint = next(&mut hints, |h| {
+        h.partition == partition && Some(h.due_ms) == due
+    })
+    .await;
+    assert!(hint.is_some(), "the waitpoint timeout is announced");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    store.partition_tick(partition, 100).await.expect("tick");
+    let ended = next(
+        &mut events,
+        |e| matches!(e, StoreEvent::Ended { id, .. } if *id == exec.id),
+    )
+    .await;
+    assert_eq!(
+        ended,
+        Some(StoreEvent::Ended {
+            id: exec.id.clone(),
+            state: State::Failed
         })
     );
 }

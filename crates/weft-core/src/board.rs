@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Notify;
@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 use crate::error::Result;
 use crate::ids::{PartitionCount, PartitionId};
 use crate::model::Task;
-use crate::store::{ClaimParams, Store, StoreEvent};
+use crate::store::{claim_across, claim_detached, ClaimParams, Store, StoreEvent};
 
 /// How often a worker sweeps every partition even when the board is quiet:
 /// the fallback for lost events and work its capabilities were not shown.
@@ -90,12 +90,15 @@ impl ReadyBoard {
         }
     }
 
-    /// A board fed by `store`'s events, or `None` when the store sends none.
-    /// The feeding task ends with the store's event stream or, at the next
-    /// event, once the board is dropped.
-    pub fn follow(store: &dyn Store) -> Option<Arc<Self>> {
-        let mut events = store.events()?;
+    /// A board fed by `store`'s events. A store that sends none leaves it
+    /// unfed: claims then find work by sweeping. The feeding task ends with
+    /// the store's event stream or, at the next event, once the board is
+    /// dropped. Call it inside a Tokio runtime.
+    pub fn follow(store: &dyn Store) -> Arc<Self> {
         let board = Arc::new(Self::new(store.partition_count()));
+        let Some(mut events) = store.events() else {
+            return board;
+        };
         let weak: Weak<Self> = Arc::downgrade(&board);
         tokio::spawn(async move {
             loop {
@@ -109,7 +112,7 @@ impl ReadyBoard {
                 }
             }
         });
-        Some(board)
+        board
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LaneMarks>> {
@@ -158,18 +161,23 @@ impl ReadyBoard {
         None
     }
 
-    /// Claims from one marked partition of `params.lanes`; `None` when none
-    /// is marked. A claim that fills `params.max` marks the partition again,
-    /// since more may be left there.
+    /// Claims from one marked partition of `params.lanes` (detached, see
+    /// `claim_detached`); `None` when none is marked. A claim that fills
+    /// `params.max` marks the partition again, since more may be left there.
     pub async fn claim(
         &self,
-        store: &dyn Store,
+        store: &Arc<dyn Store>,
         params: &ClaimParams,
     ) -> Result<Option<Vec<Task>>> {
         let Some(partition) = self.take(&params.lanes) else {
             return Ok(None);
         };
-        let tasks = match store.execution_claim(partition, params).await {
+        let (claimer, owned) = (Arc::clone(store), params.clone());
+        let claimed = claim_detached(store, async move {
+            claimer.execution_claim(partition, &owned).await
+        })
+        .await;
+        let tasks = match claimed {
             Ok(tasks) => tasks,
             Err(error) => {
                 self.remark(partition, &params.lanes);
@@ -194,6 +202,51 @@ impl ReadyBoard {
         tokio::time::timeout(max, self.marked.notified())
             .await
             .is_ok()
+    }
+}
+
+/// Claims for a worker that may wait up to `wait`: from marked partitions
+/// first; when none is marked, sleeps on the board until a partition is
+/// marked, and sweeps every partition when `sweep_interval` has passed
+/// without work (lost events, work its capabilities were not shown) or at
+/// once when `wait` is zero. Returns as soon as a claim takes anything, or
+/// empty when `wait` passes. Every store call is detached
+/// (`claim_detached`), so dropping this future strands nothing.
+pub async fn claim_waiting(
+    store: &Arc<dyn Store>,
+    board: &ReadyBoard,
+    params: &ClaimParams,
+    wait: Duration,
+    sweep_interval: Duration,
+) -> Result<Vec<Task>> {
+    let deadline = Instant::now() + wait;
+    let mut swept_at = Instant::now();
+    loop {
+        // Stale marks (claimed by someone else) come back empty; move on.
+        while let Some(tasks) = board.claim(store, params).await? {
+            if !tasks.is_empty() {
+                return Ok(tasks);
+            }
+        }
+        let now = Instant::now();
+        if wait.is_zero() || now.duration_since(swept_at) >= sweep_interval {
+            let (sweeper, owned) = (Arc::clone(store), params.clone());
+            let start = store.partition_count().random();
+            let tasks = claim_detached(store, async move {
+                claim_across(sweeper.as_ref(), &owned, start).await
+            })
+            .await?;
+            swept_at = Instant::now();
+            if !tasks.is_empty() || wait.is_zero() {
+                return Ok(tasks);
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(Vec::new());
+        }
+        let until = deadline.min(swept_at + sweep_interval);
+        board.wait(until.saturating_duration_since(now)).await;
     }
 }
 

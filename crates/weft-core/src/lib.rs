@@ -26,7 +26,7 @@ mod store;
 pub mod token;
 pub mod waitpoint;
 
-pub use board::{ReadyBoard, BOARD_LANES_MAX, SWEEP_INTERVAL};
+pub use board::{claim_waiting, ReadyBoard, BOARD_LANES_MAX, SWEEP_INTERVAL};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use counting::CountingStore;
 pub use error::{Error, Result};
@@ -40,9 +40,9 @@ pub use machine::{
 };
 pub use model::*;
 pub use store::{
-    claim_across, page_cut, release_claimed, AuditReport, CancelParams, ClaimParams,
-    CompleteParams, DueHint, FailParams, FlowCreated, FlowListParams, FlowPage, HeartbeatParams,
-    HeartbeatReply, LaneDepth, ListParams, Page, PartitionOwner, RebalanceParams, ReconcileReport,
-    ReleaseParams, SignalParams, Store, StoreEvent, Submitted, SuspendParams, TickReport,
-    CLAIM_LANES_MAX, LIST_LIMIT_MAX,
+    claim_across, claim_detached, page_cut, release_claimed, AuditReport, CancelParams,
+    ClaimParams, CompleteParams, DueHint, FailParams, FlowCreated, FlowListParams, FlowPage,
+    HeartbeatParams, HeartbeatReply, LaneDepth, ListParams, Page, PartitionOwner, RebalanceParams,
+    ReconcileReport, ReleaseParams, SignalParams, Store, StoreEvent, Submitted, SuspendParams,
+    TickReport, CLAIM_LANES_MAX, LIST_LIMIT_MAX,
 };

@@ -6,6 +6,8 @@
 //! exactly one index holds each execution; a partition's timers are exactly
 //! `timers_of` of its executions.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -552,6 +554,31 @@ pub async fn release_claimed(store: &dyn Store, tasks: &[Task]) -> Vec<(Executio
         }
     }
     failed
+}
+
+/// Runs a claim in a task of its own and waits for its answer. If the caller
+/// stops waiting (a client went away, a worker is shutting down), the claim
+/// still finishes and what it took is released at once, counting nothing,
+/// instead of staying leased to nobody until the lease lapses.
+pub async fn claim_detached<F>(store: &Arc<dyn Store>, claim: F) -> Result<Vec<Task>>
+where
+    F: std::future::Future<Output = Result<Vec<Task>>> + Send + 'static,
+{
+    let store = Arc::clone(store);
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if let Err(Ok(tasks)) = answer.send(claim.await) {
+            for (execution_id, error) in release_claimed(store.as_ref(), &tasks).await {
+                tracing::warn!(
+                    %execution_id, %error,
+                    "could not release a task nobody waited for; its lease will lapse"
+                );
+            }
+        }
+    });
+    answered
+        .await
+        .map_err(|_| Error::Internal("the claim task ended without an answer".into()))?
 }
 
 async fn claim_partition_by_partition<S: Store + ?Sized>(

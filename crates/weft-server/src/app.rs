@@ -10,14 +10,13 @@
 //! requests finish.
 
 use std::future::Future;
-use std::sync::atomic::AtomicU32;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use weft_core::{Result, Store};
+use weft_core::{ReadyBoard, Result, Store};
 use weft_engine::EngineMetrics;
 
 use crate::config::ServerConfig;
@@ -41,13 +40,23 @@ pub(crate) struct AppState {
     pub(crate) engine_metrics: Option<EngineMetricsSource>,
     /// Request counts and latency.
     pub(crate) http: Arc<HttpMetrics>,
-    /// Rotates the first partition of successive claims, so concurrent
-    /// workers start their sweeps in different places.
-    pub(crate) claim_rotation: Arc<AtomicU32>,
+    /// Where claimable work is, from the store's events; made at the first
+    /// claim (it needs the runtime).
+    pub(crate) board: Arc<OnceLock<Arc<ReadyBoard>>>,
     /// Set to `true` when the server begins shutting down.
     pub(crate) shutdown: Arc<watch::Sender<bool>>,
     /// Signs and verifies waitpoint tokens.
     pub(crate) keys: Keys,
+}
+
+impl AppState {
+    /// The board every claim of this server shares.
+    pub(crate) fn board(&self) -> Arc<ReadyBoard> {
+        Arc::clone(
+            self.board
+                .get_or_init(|| ReadyBoard::follow(self.store.as_ref())),
+        )
+    }
 }
 
 /// An HTTP API server over one store.
@@ -86,7 +95,7 @@ impl Server {
                 config: Arc::new(config),
                 engine_metrics,
                 http: Arc::new(HttpMetrics::default()),
-                claim_rotation: Arc::new(AtomicU32::new(0)),
+                board: Arc::new(OnceLock::new()),
                 shutdown: Arc::new(shutdown),
                 keys,
             },

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use weft_core::{
-    claim_across, ClaimParams, CompleteParams, CountingStore, PartitionId, ReadyBoard, Store,
-    SubmitParams, SWEEP_INTERVAL,
+    claim_waiting, ClaimParams, CompleteParams, CountingStore, ReadyBoard, Store, SubmitParams,
+    SWEEP_INTERVAL,
 };
 
 use super::{bar, ms_since};
@@ -143,12 +143,11 @@ fn share(total: u32, parts: u32, index: u32) -> u32 {
     total / parts + u32::from(index < total % parts)
 }
 
-/// Claims where the board says work is, sweeping every partition only when
-/// the board has been quiet for `SWEEP_INTERVAL` (or the store sends no
-/// events).
+/// Claims as an SDK worker does (`claim_waiting`): where the board says work
+/// is, sweeping every partition only when it has been quiet.
 async fn weft_worker(
     store: Arc<CountingStore>,
-    board: Option<Arc<ReadyBoard>>,
+    board: Arc<ReadyBoard>,
     shared: Arc<Shared>,
     lane: String,
     spec: Spec,
@@ -161,35 +160,17 @@ async fn weft_worker(
         max: spec.claim_batch,
         lease_ms: 30_000,
     };
-    let partitions = store.partition_count().get();
-    let mut start = u16::try_from(index).unwrap_or(0) % partitions;
-    let mut sweep = true;
+    let store: Arc<dyn Store> = store;
     while shared.done.load(Ordering::Relaxed) < spec.tasks {
-        let tasks = match &board {
-            Some(board) if !sweep => match board
-                .claim(store.as_ref(), &claim)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                Some(tasks) => tasks,
-                None => {
-                    sweep = !board.wait(SWEEP_INTERVAL).await;
-                    continue;
-                }
-            },
-            _ => {
-                sweep = false;
-                start = (start + 1) % partitions;
-                let tasks = claim_across(store.as_ref(), &claim, PartitionId(start))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if tasks.is_empty() && board.is_none() {
-                    // No events to wake on: poll.
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                tasks
-            }
-        };
+        let tasks = claim_waiting(
+            &store,
+            &board,
+            &claim,
+            Duration::from_millis(100),
+            SWEEP_INTERVAL,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         for task in tasks {
             let sent_ms = task.payload["sent_ms"].as_f64().unwrap_or(0.0);
             let params = CompleteParams {

@@ -13,12 +13,11 @@
 //! its own, so a caller that drops `claim` mid-sweep (a worker shutting
 //! down) strands nothing: the sweep finishes and releases what it took.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::broadcast::{self, error::RecvError};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use weft_api::{
     lease_ref, random_signing_key, time, AddNodesRequest, AttemptView, ClaimRequest,
@@ -29,10 +28,9 @@ use weft_api::{
 };
 use weft_core::token::Keyring;
 use weft_core::{
-    claim_across, release_claimed, CancelParams, ClaimParams, Clock, CompleteParams, Error,
-    ErrorInfo, ExecutionId, FailParams, FlowId, FlowListParams, HeartbeatParams, ListParams,
-    PartitionId, ReleaseParams, Result, SignalParams, State, Store, StoreEvent, SuspendParams,
-    SystemClock, Task,
+    claim_waiting, CancelParams, ClaimParams, Clock, CompleteParams, Error, ErrorInfo, ExecutionId,
+    FailParams, FlowId, FlowListParams, HeartbeatParams, ListParams, ReadyBoard, ReleaseParams,
+    Result, SignalParams, State, Store, StoreEvent, SuspendParams, SystemClock,
 };
 
 use super::{FlowListQuery, FlowSubmission, ListQuery, Submission, Transport, LIST_LIMIT_DEFAULT};
@@ -43,11 +41,12 @@ pub const DIRECT_POLL_INTERVAL_DEFAULT: Duration = Duration::from_secs(1);
 
 /// Talks to a store in this process. Cheap to clone.
 ///
-/// Claims sweep every partition (`claim_across`), starting at a random one
-/// so that concurrent workers spread out. A claim that finds nothing and may
-/// wait sleeps on the store's `Ready` events for its lanes; `wait` sleeps on
-/// `Ended` events for its execution. Both re-read the store every
-/// [`DirectTransport::with_poll_interval`] in case an event was lost.
+/// Claims go to the partitions the store's `Ready` events name, so one claim
+/// is one store call; a claim that may wait sleeps until an event marks a
+/// partition of its lanes, and sweeps every partition when none has for
+/// [`DirectTransport::with_poll_interval`] (lost events, work only some
+/// capabilities can take). `wait` sleeps on `Ended` events for its
+/// execution and re-reads the store as often.
 ///
 /// Delays, retries after backoff and lapsed leases are timers: some process
 /// must run a `weft_engine::Engine` on the same store for them to fire.
@@ -59,6 +58,8 @@ pub const DIRECT_POLL_INTERVAL_DEFAULT: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct DirectTransport {
     store: Arc<dyn Store>,
+    /// Made at the first claim (it needs the runtime); shared by clones.
+    board: Arc<OnceLock<Arc<ReadyBoard>>>,
     poll_interval: Duration,
     /// `None` only when the system had no randomness for an ephemeral key;
     /// suspends and token signals then answer `internal`.
@@ -88,6 +89,7 @@ impl DirectTransport {
         };
         Self {
             store,
+            board: Arc::new(OnceLock::new()),
             poll_interval: DIRECT_POLL_INTERVAL_DEFAULT,
             keyring,
         }
@@ -146,32 +148,6 @@ async fn sleep_on(events: &mut Events, until: Instant, wake: impl Fn(&StoreEvent
             }
         }
     }
-}
-
-/// One sweep of every partition from `start`, in a task of its own: if the
-/// caller stops waiting (drops `claim`), the sweep still finishes, and what
-/// it took is released rather than left leased to nobody until it lapses.
-async fn sweep_detached(
-    store: &Arc<dyn Store>,
-    params: &ClaimParams,
-    start: PartitionId,
-) -> Result<Vec<Task>> {
-    let (store, params) = (Arc::clone(store), params.clone());
-    let (answer, answered) = oneshot::channel();
-    tokio::spawn(async move {
-        let claimed = claim_across(store.as_ref(), &params, start).await;
-        if let Err(Ok(tasks)) = answer.send(claimed) {
-            for (execution_id, error) in release_claimed(store.as_ref(), &tasks).await {
-                tracing::warn!(
-                    %execution_id, %error,
-                    "could not release a task nobody waited for; its lease will lapse"
-                );
-            }
-        }
-    });
-    answered
-        .await
-        .map_err(|_| Error::Internal("the claim task ended without an answer".into()))?
 }
 
 fn millis(ms: i64) -> Duration {
@@ -271,23 +247,12 @@ impl Transport for DirectTransport {
             lease_ms: request.lease_ms,
         }
         .normalized()?;
-        let deadline = Instant::now() + millis(request.wait_ms);
-        let mut events = self.store.events();
-        loop {
-            let start = self.store.partition_count().random();
-            let tasks = sweep_detached(&self.store, &params, start).await?;
-            if !tasks.is_empty() || Instant::now() >= deadline {
-                return Ok(tasks.iter().map(TaskView::from).collect());
-            }
-            let until = self.next_poll(deadline);
-            let lanes = &params.lanes;
-            sleep_on(
-                &mut events,
-                until,
-                |event| matches!(event, StoreEvent::Ready { lane, .. } if lanes.contains(lane)),
-            )
-            .await;
-        }
+        let board = self
+            .board
+            .get_or_init(|| ReadyBoard::follow(self.store.as_ref()));
+        let wait = millis(request.wait_ms);
+        let tasks = claim_waiting(&self.store, board, &params, wait, self.poll_interval).await?;
+        Ok(tasks.iter().map(TaskView::from).collect())
     }
 
     async fn heartbeat(&self, id: &str, request: &HeartbeatRequest) -> Result<HeartbeatResponse> {

@@ -1,27 +1,22 @@
 //! Worker routes: the long-poll claim and the fenced writes (heartbeat,
 //! complete, fail, and release, an addition to the contract).
 
-use std::future::Future;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::Json;
-use tokio::sync::oneshot;
 use weft_api::{
     lease_ref, time, ClaimRequest, ClaimResponse, CompleteRequest, ExecutionView, FailRequest,
     HeartbeatRequest, HeartbeatResponse, ReleaseRequest, TaskView, CLAIM_WAIT_MS_MAX,
 };
 use weft_core::{
-    claim_across, payload_bytes, release_claimed, ClaimParams, CompleteParams, Error, ErrorInfo,
-    FailParams, HeartbeatParams, PartitionId, ReleaseParams, StoreEvent, Task,
+    payload_bytes, ClaimParams, CompleteParams, ErrorInfo, FailParams, HeartbeatParams,
+    ReleaseParams, Task,
 };
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{execution_id, JsonBody, RawId};
-use crate::waiting::{Waiter, Wake};
 
 /// `POST /v1/claims`: up to `max` tasks, waiting up to `wait_ms` for the
 /// first one.
@@ -50,93 +45,37 @@ pub(crate) async fn claim(
     }))
 }
 
-/// One sweep of every partition, starting one further along than the last
-/// claim did.
-async fn sweep(app: &AppState, params: &ClaimParams) -> ApiResult<Vec<Task>> {
-    let count = u32::from(app.store.partition_count().get());
-    let turn = app.claim_rotation.fetch_add(1, Ordering::Relaxed);
-    // `turn % count` is below `count`, itself a u16.
-    let start = PartitionId(u16::try_from(turn % count.max(1)).unwrap_or(0));
-    let (store, params) = (Arc::clone(&app.store), params.clone());
-    detached(app, async move {
-        claim_across(store.as_ref(), &params, start).await
-    })
-    .await
-}
-
-/// Claims from the one partition an event named.
-async fn claim_partition(
-    app: &AppState,
-    params: &ClaimParams,
-    partition: PartitionId,
-) -> ApiResult<Vec<Task>> {
-    let (store, params) = (Arc::clone(&app.store), params.clone());
-    detached(app, async move {
-        store.execution_claim(partition, &params).await
-    })
-    .await
-}
-
-/// Runs one claim in a task of its own and waits for its answer. A client
-/// that goes away makes hyper drop the request's future, not this task, so
-/// what the claim took is not stranded: it is released at once, counting
-/// nothing, instead of lapsing a lease later.
-async fn detached<F>(app: &AppState, claim: F) -> ApiResult<Vec<Task>>
-where
-    F: Future<Output = weft_core::Result<Vec<Task>>> + Send + 'static,
-{
-    let store = Arc::clone(&app.store);
-    let (answer, answered) = oneshot::channel();
-    tokio::spawn(async move {
-        if let Err(Ok(tasks)) = answer.send(claim.await) {
-            for (execution_id, error) in release_claimed(store.as_ref(), &tasks).await {
-                tracing::warn!(
-                    %execution_id, %error,
-                    "could not release a task whose claimant went away; its lease will lapse"
-                );
-            }
-        }
-    });
-    let claimed = answered
-        .await
-        .map_err(|_| Error::Internal("the claim task ended without an answer".into()))?;
-    Ok(claimed?)
-}
-
-/// Claims at once; when nothing is there and `wait` is not zero, sleeps on
-/// `Ready` events of the claimed lanes (claiming from the partition the event
-/// names) with periodic full sweeps, until a task comes or `wait` passes.
+/// Claims where the store's `Ready` events say work is (the server's one
+/// `ReadyBoard`, so an event wakes one waiting claim, not all of them), with
+/// a sweep of every partition when the board has been quiet for the re-check
+/// interval, until a task comes, `wait` passes or the server shuts down.
 ///
 /// If the client goes away, hyper drops this future and the wait ends with
 /// it; a claim already in the store finishes in its own task and releases
-/// what it took (see `detached`). Only a response already on its way when
+/// what it took (`claim_detached`). Only a response already on its way when
 /// the connection closes is lost; its lease lapses.
 async fn claim_waiting(
     app: &AppState,
     params: &ClaimParams,
     wait: Duration,
 ) -> ApiResult<Vec<Task>> {
-    // Subscribe before the first sweep so a submit racing it still wakes us.
-    let mut waiter = (!wait.is_zero()).then(|| Waiter::new(app, wait));
-    let mut tasks = sweep(app, params).await?;
-    let Some(waiter) = waiter.as_mut() else {
-        return Ok(tasks);
+    let board = app.board();
+    let sweep_interval = if app.store.events().is_some() {
+        app.config.event_recheck_interval
+    } else {
+        app.config.poll_interval
     };
-    let lanes = &params.lanes;
-    while tasks.is_empty() {
-        let wake = waiter
-            .next(|event| match event {
-                StoreEvent::Ready { partition, lane } if lanes.contains(lane) => Some(*partition),
-                _ => None,
-            })
-            .await;
-        tasks = match wake {
-            Wake::Event(partition) => claim_partition(app, params, partition).await?,
-            Wake::Recheck => sweep(app, params).await?,
-            Wake::Deadline | Wake::Shutdown => break,
-        };
+    let mut shutdown = app.shutdown.subscribe();
+    if *shutdown.borrow() {
+        return Ok(Vec::new());
     }
-    Ok(tasks)
+    tokio::select! {
+        claimed = weft_core::claim_waiting(&app.store, &board, params, wait, sweep_interval) => {
+            Ok(claimed?)
+        }
+        // A closed channel means the server is going away too.
+        _ = shutdown.changed() => Ok(Vec::new()),
+    }
 }
 
 /// `POST /v1/executions/{id}/heartbeat`.

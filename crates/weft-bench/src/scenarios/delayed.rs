@@ -6,9 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use weft_core::{claim_across, ClaimParams, Clock, PartitionId, Store, SubmitParams, SystemClock};
+use weft_core::{
+    claim_waiting, ClaimParams, Clock, ReadyBoard, Store, SubmitParams, SystemClock, SWEEP_INTERVAL,
+};
 
-use super::{bar, nap};
+use super::bar;
 
 /// Runs the scenario; returns each task's lateness in milliseconds.
 pub async fn run(
@@ -30,10 +32,12 @@ pub async fn run(
             .map_err(|e| e.to_string())?;
     }
     let lateness = Arc::new(Mutex::new(Vec::with_capacity(tasks as usize)));
+    let board = ReadyBoard::follow(store.as_ref());
     let mut handles = Vec::new();
     for w in 0..workers {
-        let (store, lateness, lane, progress) = (
+        let (store, board, lateness, lane, progress) = (
             Arc::clone(&store),
+            Arc::clone(&board),
             Arc::clone(&lateness),
             lane.clone(),
             progress.clone(),
@@ -46,21 +50,16 @@ pub async fn run(
                 max: 16,
                 lease_ms: 30_000,
             };
-            let mut events = store.events();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
             while lateness.lock().map(|l| l.len()).unwrap_or(usize::MAX) < tasks as usize {
                 if tokio::time::Instant::now() > deadline {
                     return Err("delayed tasks were not all claimed within 30 s".to_owned());
                 }
-                let start = PartitionId(u16::try_from(w).unwrap_or(0));
-                let claimed = claim_across(store.as_ref(), &claim, start)
+                let wait = Duration::from_millis(100);
+                let claimed = claim_waiting(&store, &board, &claim, wait, SWEEP_INTERVAL)
                     .await
                     .map_err(|e| e.to_string())?;
                 let now_ms = SystemClock.now_ms();
-                if claimed.is_empty() {
-                    nap(&mut events, Duration::from_millis(20)).await;
-                    continue;
-                }
                 for task in claimed {
                     let exec = store
                         .execution_get(&task.execution_id)

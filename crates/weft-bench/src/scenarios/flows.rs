@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use weft_core::flow::{EdgeOn, FlowEdge, FlowNodeSpec, FlowSpec, Join, JoinMode};
 use weft_core::{
-    claim_across, ClaimParams, CompleteParams, LeaseRef, PartitionId, State, Store, SubmitParams,
+    claim_across, claim_waiting, ClaimParams, CompleteParams, LeaseRef, ReadyBoard, State, Store,
+    SubmitParams, SWEEP_INTERVAL,
 };
 
-use super::{bar, ms_since, nap};
+use super::{bar, ms_since};
 
 fn node(key: String, lane: &str) -> FlowNodeSpec {
     let mut params = SubmitParams::new("bench.flow", Value::Null);
@@ -83,16 +84,26 @@ pub async fn chains(
                 .insert(created.flow.id.to_string(), ms_since(start));
         }
     }
+    let board = ReadyBoard::follow(store.as_ref());
     let mut handles = Vec::new();
     for w in 0..workers {
-        let (store, marks, lane, progress) = (
+        let (store, board, marks, lane, progress) = (
             Arc::clone(&store),
+            Arc::clone(&board),
             Arc::clone(&marks),
             lane.clone(),
             progress.clone(),
         );
         handles.push(tokio::spawn(async move {
-            chain_worker(store, marks, lane, w, total, start, progress).await
+            let worker = ChainWorker {
+                store,
+                board,
+                marks,
+                total,
+                start,
+                progress,
+            };
+            worker.run(lane, w).await
         }));
     }
     for handle in handles {
@@ -122,66 +133,76 @@ pub async fn chains(
     })
 }
 
-async fn chain_worker(
+struct ChainWorker {
     store: Arc<dyn Store>,
+    board: Arc<ReadyBoard>,
     marks: Arc<Mutex<Marks>>,
-    lane: String,
-    index: u32,
     total: u64,
     start: Instant,
     progress: indicatif::ProgressBar,
-) -> Result<(), String> {
-    let claim = ClaimParams {
-        worker_id: format!("chain-{index}"),
-        lanes: vec![lane],
-        capabilities: vec![],
-        max: 4,
-        lease_ms: 30_000,
-    };
-    let mut events = store.events();
-    let partitions = store.partition_count().get();
-    let mut next = u16::try_from(index).unwrap_or(0) % partitions;
-    while progress.position() < total {
-        next = (next + 1) % partitions;
-        let tasks = claim_across(store.as_ref(), &claim, PartitionId(next))
+}
+
+impl ChainWorker {
+    /// Claims as an SDK worker does (`claim_waiting`) until every node ran.
+    async fn run(self, lane: String, index: u32) -> Result<(), String> {
+        let ChainWorker {
+            store,
+            board,
+            marks,
+            total,
+            start,
+            progress,
+        } = self;
+        let claim = ClaimParams {
+            worker_id: format!("chain-{index}"),
+            lanes: vec![lane],
+            capabilities: vec![],
+            max: 4,
+            lease_ms: 30_000,
+        };
+        while progress.position() < total {
+            let tasks = claim_waiting(
+                &store,
+                &board,
+                &claim,
+                Duration::from_millis(100),
+                SWEEP_INTERVAL,
+            )
             .await
             .map_err(|e| e.to_string())?;
-        let claimed_ms = ms_since(start);
-        if tasks.is_empty() {
-            nap(&mut events, Duration::from_millis(2)).await;
-            continue;
-        }
-        for task in tasks {
-            let flow = task
-                .flow_id
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default();
-            let level: usize = task
-                .flow_node
-                .as_deref()
-                .and_then(|k| k[1..].parse().ok())
-                .unwrap_or(0);
-            let params = CompleteParams {
-                execution_id: task.execution_id.clone(),
-                lease: LeaseRef {
-                    lease_id: task.lease.id.clone(),
-                    epoch: task.lease.epoch,
-                },
-                result: Value::Null,
-            };
-            store
-                .execution_complete(&params)
-                .await
-                .map_err(|e| e.to_string())?;
-            if let Ok(mut m) = marks.lock() {
-                m.claimed_ms.insert((flow.clone(), level), claimed_ms);
-                m.completed_ms.insert((flow, level), ms_since(start));
+            let claimed_ms = ms_since(start);
+            for task in tasks {
+                let flow = task
+                    .flow_id
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                let level: usize = task
+                    .flow_node
+                    .as_deref()
+                    .and_then(|k| k[1..].parse().ok())
+                    .unwrap_or(0);
+                let params = CompleteParams {
+                    execution_id: task.execution_id.clone(),
+                    lease: LeaseRef {
+                        lease_id: task.lease.id.clone(),
+                        epoch: task.lease.epoch,
+                    },
+                    result: Value::Null,
+                };
+                store
+                    .execution_complete(&params)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Ok(mut m) = marks.lock() {
+                    m.claimed_ms.insert((flow.clone(), level), claimed_ms);
+                    m.completed_ms.insert((flow, level), ms_since(start));
+                }
+                progress.inc(1);
             }
-            progress.inc(1);
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Runs `rounds` quorum(1 of `width`) flows; returns, per round, the ms from

@@ -6,7 +6,7 @@ pub mod idle;
 pub mod suspend;
 pub mod throughput;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -24,17 +24,4 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
 /// Milliseconds since `start`, as a float.
 pub fn ms_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1000.0
-}
-
-/// Sleeps for at most `max`, or until `event` fires.
-pub async fn nap(
-    event: &mut Option<tokio::sync::broadcast::Receiver<weft_core::StoreEvent>>,
-    max: Duration,
-) {
-    match event {
-        Some(rx) => {
-            let _ = tokio::time::timeout(max, rx.recv()).await;
-        }
-        None => tokio::time::sleep(max).await,
-    }
 }

@@ -109,6 +109,13 @@ impl Backend {
             Backend::Sqlite => "weft/sqlite direct",
         }
     }
+
+    fn http_name(&self) -> &'static str {
+        match self {
+            Backend::Valkey => "weft/valkey http",
+            Backend::Sqlite => "weft/sqlite http",
+        }
+    }
 }
 
 struct Env {
@@ -170,9 +177,11 @@ async fn run(args: &Args) -> Result<Vec<Row>, String> {
         let baseline_rate = baseline.throughput_per_s;
         rows.push(baseline);
         for backend in &args.backends {
-            let mut row = throughput_row(&env, backend, spec).await?;
-            row.ratio_to_baseline = row.throughput_per_s.zip(baseline_rate).map(|(w, b)| w / b);
-            rows.push(row);
+            for http in [false, true] {
+                let mut row = throughput_row(&env, backend, spec, http).await?;
+                row.ratio_to_baseline = row.throughput_per_s.zip(baseline_rate).map(|(w, b)| w / b);
+                rows.push(row);
+            }
         }
     }
     if wanted(2) || wanted(4) {
@@ -218,14 +227,37 @@ async fn baseline_row(env: &Env, spec: Spec) -> Result<Row, String> {
     ))
 }
 
-async fn throughput_row(env: &Env, backend: &Backend, spec: Spec) -> Result<Row, String> {
-    let store = env.store(backend, "throughput").await?;
+async fn throughput_row(
+    env: &Env,
+    backend: &Backend,
+    spec: Spec,
+    http: bool,
+) -> Result<Row, String> {
+    let store = env
+        .store(
+            backend,
+            if http {
+                "throughput-http"
+            } else {
+                "throughput"
+            },
+        )
+        .await?;
+    let name = if http {
+        backend.http_name()
+    } else {
+        backend.name()
+    };
     let engine = Engine::try_start(Arc::clone(&store), EngineConfig::default())
         .map_err(|e| e.to_string())?;
     let before = env.server_commands().await;
     let client_cpu = cpu::CpuSpan::start(None);
     let store_cpu = cpu::CpuSpan::start(env.valkey_pid);
-    let mut m = throughput::weft_direct(store, spec, backend.name()).await?;
+    let mut m = if http {
+        throughput::weft_http(store, spec, name).await?
+    } else {
+        throughput::weft_direct(store, spec, name).await?
+    };
     let valkey = matches!(backend, Backend::Valkey);
     let commands = if valkey {
         env.server_commands()
@@ -235,17 +267,15 @@ async fn throughput_row(env: &Env, backend: &Backend, spec: Spec) -> Result<Row,
     } else {
         None
     };
-    let mut row = throughput_measured_row(
-        backend.name(),
-        spec,
-        &mut m,
-        commands,
-        &client_cpu,
-        &store_cpu,
-    );
+    let mut row = throughput_measured_row(name, spec, &mut m, commands, &client_cpu, &store_cpu);
     if !valkey {
         row.store_cpu_ms = None;
         row.note = "SQLite runs inside the Weft process".into();
+    }
+    if http {
+        row.note = format!("{} server, producers and workers in one process", row.note)
+            .trim_start()
+            .to_owned();
     }
     engine.shutdown().await;
     Ok(row)

@@ -11,10 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use weft_api::{ClaimRequest, CompleteRequest, SubmitRequest};
 use weft_core::{
     claim_waiting, ClaimParams, CompleteParams, CountingStore, ReadyBoard, Store, SubmitParams,
     SWEEP_INTERVAL,
 };
+use weft_sdk::{HttpTransport, Transport};
 
 use super::{bar, ms_since};
 
@@ -189,6 +191,93 @@ async fn weft_worker(
         }
     }
     Ok(())
+}
+
+/// Runs the scenario through a Weft server over HTTP: an in-process
+/// `weft_server::Server` on loopback, producers and workers speaking HTTP
+/// through the SDK's transport (workers long-poll their claims).
+pub async fn weft_http(store: Arc<dyn Store>, spec: Spec, label: &str) -> Result<Measured, String> {
+    let counting = Arc::new(CountingStore::new(store));
+    let server = weft_server::Server::new(counting.clone(), None, Default::default())
+        .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let url = format!(
+        "http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    let transport = HttpTransport::new(&url).map_err(|e| e.to_string())?;
+    let shared = Arc::new(Shared::new(spec.tasks, label));
+    let lane = format!("bench-http-{:08x}", fastrand_u32());
+    let mut handles = Vec::new();
+    for p in 0..spec.producers {
+        let (http, shared, lane) = (transport.clone(), Arc::clone(&shared), lane.clone());
+        let count = share(spec.tasks, spec.producers, p);
+        let pad = padding(spec.payload_bytes);
+        handles.push(tokio::spawn(async move {
+            for _ in 0..count {
+                let request = SubmitRequest {
+                    kind: "bench".into(),
+                    lane: Some(lane.clone()),
+                    payload: json!({"sent_ms": ms_since(shared.start), "pad": pad}),
+                    ..SubmitRequest::default()
+                };
+                http.submit(&request).await.map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for w in 0..spec.workers {
+        let (http, shared, lane) = (transport.clone(), Arc::clone(&shared), lane.clone());
+        handles.push(tokio::spawn(async move {
+            let claim = ClaimRequest {
+                worker_id: format!("bench-http-{w}"),
+                lanes: vec![lane],
+                capabilities: vec![],
+                max: spec.claim_batch,
+                lease_ms: 30_000,
+                wait_ms: 100,
+            };
+            while shared.done.load(Ordering::Relaxed) < spec.tasks {
+                for task in http.claim(&claim).await.map_err(|e| e.to_string())? {
+                    let sent_ms = task.payload["sent_ms"].as_f64().unwrap_or(0.0);
+                    let done = CompleteRequest {
+                        lease_id: task.lease.id.clone(),
+                        epoch: task.lease.epoch,
+                        result: serde_json::Value::Null,
+                    };
+                    http.complete(&task.execution_id, &done)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    shared.record(sent_ms);
+                }
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    let mut outcome = Ok(());
+    for handle in handles {
+        if let Err(e) = handle.await.map_err(|e| e.to_string()).and_then(|r| r) {
+            outcome = Err(e);
+        }
+    }
+    let _ = stop.send(());
+    serving
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    outcome?;
+    let (elapsed, latencies_ms) = shared.finish()?;
+    Ok(Measured {
+        elapsed,
+        latencies_ms,
+        calls: counting.calls(),
+    })
 }
 
 /// Runs the scenario on a raw Valkey list: the baseline.

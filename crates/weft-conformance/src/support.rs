@@ -195,10 +195,7 @@ pub async fn expired(h: &Harness) -> Execution {
 
 /// The lease a task's worker presents.
 pub fn lease_of(task: &Task) -> LeaseRef {
-    LeaseRef {
-        lease_id: task.lease.id.clone(),
-        epoch: task.lease.epoch,
-    }
+    task.lease_ref()
 }
 
 /// Completes `task` with `result`.

@@ -486,6 +486,14 @@ pub struct Task {
 }
 
 impl Task {
+    /// The lease its worker presents with every write.
+    pub fn lease_ref(&self) -> crate::machine::LeaseRef {
+        crate::machine::LeaseRef {
+            lease_id: self.lease.id.clone(),
+            epoch: self.lease.epoch,
+        }
+    }
+
     /// The task for an execution a claim has just leased (inputs empty; a
     /// store fills them for flow members).
     pub fn from_claimed(exec: Execution) -> Result<Self> {

@@ -544,10 +544,7 @@ pub async fn release_claimed(store: &dyn Store, tasks: &[Task]) -> Vec<(Executio
     for task in tasks {
         let params = ReleaseParams {
             execution_id: task.execution_id.clone(),
-            lease: LeaseRef {
-                lease_id: task.lease.id.clone(),
-                epoch: task.lease.epoch,
-            },
+            lease: task.lease_ref(),
         };
         if let Err(error) = store.execution_release(&params).await {
             failed.push((task.execution_id.clone(), error));

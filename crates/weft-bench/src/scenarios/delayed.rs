@@ -6,11 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use weft_core::{
-    claim_waiting, ClaimParams, Clock, ReadyBoard, Store, SubmitParams, SystemClock, SWEEP_INTERVAL,
-};
+use weft_core::{Clock, ReadyBoard, Store, SubmitParams, SystemClock};
 
-use super::bar;
+use super::{bar, claim_params, next_tasks};
 
 /// Runs the scenario; returns each task's lateness in milliseconds.
 pub async fn run(
@@ -43,22 +41,13 @@ pub async fn run(
             progress.clone(),
         );
         handles.push(tokio::spawn(async move {
-            let claim = ClaimParams {
-                worker_id: format!("late-{w}"),
-                lanes: vec![lane],
-                capabilities: vec![],
-                max: 16,
-                lease_ms: 30_000,
-            };
+            let claim = claim_params(format!("late-{w}"), &lane, 16);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
             while lateness.lock().map(|l| l.len()).unwrap_or(usize::MAX) < tasks as usize {
                 if tokio::time::Instant::now() > deadline {
                     return Err("delayed tasks were not all claimed within 30 s".to_owned());
                 }
-                let wait = Duration::from_millis(100);
-                let claimed = claim_waiting(&store, &board, &claim, wait, SWEEP_INTERVAL)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let claimed = next_tasks(&store, &board, &claim).await?;
                 let now_ms = SystemClock.now_ms();
                 for task in claimed {
                     let exec = store

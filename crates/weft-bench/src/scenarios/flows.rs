@@ -16,12 +16,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use weft_core::flow::{EdgeOn, FlowEdge, FlowNodeSpec, FlowSpec, Join, JoinMode};
-use weft_core::{
-    claim_across, claim_waiting, ClaimParams, CompleteParams, LeaseRef, ReadyBoard, State, Store,
-    SubmitParams, SWEEP_INTERVAL,
-};
+use weft_core::{claim_across, ClaimParams, ReadyBoard, State, Store, SubmitParams};
 
-use super::{bar, ms_since};
+use super::{bar, claim_params, complete_null, ms_since, next_tasks};
 
 fn node(key: String, lane: &str) -> FlowNodeSpec {
     let mut params = SubmitParams::new("bench.flow", Value::Null);
@@ -153,23 +150,9 @@ impl ChainWorker {
             start,
             progress,
         } = self;
-        let claim = ClaimParams {
-            worker_id: format!("chain-{index}"),
-            lanes: vec![lane],
-            capabilities: vec![],
-            max: 4,
-            lease_ms: 30_000,
-        };
+        let claim = claim_params(format!("chain-{index}"), &lane, 4);
         while progress.position() < total {
-            let tasks = claim_waiting(
-                &store,
-                &board,
-                &claim,
-                Duration::from_millis(100),
-                SWEEP_INTERVAL,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+            let tasks = next_tasks(&store, &board, &claim).await?;
             let claimed_ms = ms_since(start);
             for task in tasks {
                 let flow = task
@@ -182,18 +165,7 @@ impl ChainWorker {
                     .as_deref()
                     .and_then(|k| k[1..].parse().ok())
                     .unwrap_or(0);
-                let params = CompleteParams {
-                    execution_id: task.execution_id.clone(),
-                    lease: LeaseRef {
-                        lease_id: task.lease.id.clone(),
-                        epoch: task.lease.epoch,
-                    },
-                    result: Value::Null,
-                };
-                store
-                    .execution_complete(&params)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                complete_null(store.as_ref(), &task).await?;
                 if let Ok(mut m) = marks.lock() {
                     m.claimed_ms.insert((flow.clone(), level), claimed_ms);
                     m.completed_ms.insert((flow, level), ms_since(start));
@@ -252,19 +224,8 @@ pub async fn quorum_cancel(
             .map_err(|e| e.to_string())?
             .pop()
             .ok_or("no upstream to claim")?;
-        let params = CompleteParams {
-            execution_id: task.execution_id.clone(),
-            lease: LeaseRef {
-                lease_id: task.lease.id.clone(),
-                epoch: task.lease.epoch,
-            },
-            result: Value::Null,
-        };
         let started = Instant::now();
-        store
-            .execution_complete(&params)
-            .await
-            .map_err(|e| e.to_string())?;
+        complete_null(store.as_ref(), &task).await?;
         loop {
             let now = store.flow_get(&flow.id).await.map_err(|e| e.to_string())?;
             if now.counts.get(State::Cancelled) as usize == width - 1 {

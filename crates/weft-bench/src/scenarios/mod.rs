@@ -6,9 +6,14 @@ pub mod idle;
 pub mod suspend;
 pub mod throughput;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use weft_core::{
+    claim_waiting, ClaimParams, CompleteParams, ReadyBoard, Store, Task, SWEEP_INTERVAL,
+};
 
 /// A progress bar for `len` items, labelled `what`.
 pub fn bar(len: u64, what: &str) -> ProgressBar {
@@ -24,4 +29,42 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
 /// Milliseconds since `start`, as a float.
 pub fn ms_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1000.0
+}
+
+/// What a bench worker claims with: one lane, no capabilities, 30 s leases.
+pub fn claim_params(worker_id: String, lane: &str, max: u32) -> ClaimParams {
+    ClaimParams {
+        worker_id,
+        lanes: vec![lane.to_owned()],
+        capabilities: vec![],
+        max,
+        lease_ms: 30_000,
+    }
+}
+
+/// The next tasks, claimed as an SDK worker does (`claim_waiting`); empty
+/// after 100 ms without work, so the caller can check whether it is done.
+pub async fn next_tasks(
+    store: &Arc<dyn Store>,
+    board: &ReadyBoard,
+    claim: &ClaimParams,
+) -> Result<Vec<Task>, String> {
+    let wait = Duration::from_millis(100);
+    claim_waiting(store, board, claim, wait, SWEEP_INTERVAL)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Completes `task` with a null result.
+pub async fn complete_null(store: &dyn Store, task: &Task) -> Result<(), String> {
+    let params = CompleteParams {
+        execution_id: task.execution_id.clone(),
+        lease: task.lease_ref(),
+        result: serde_json::Value::Null,
+    };
+    store
+        .execution_complete(&params)
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
 }

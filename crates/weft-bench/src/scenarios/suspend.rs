@@ -12,11 +12,11 @@ use tokio::sync::broadcast::error::RecvError;
 use weft_core::token::{Keyring, SigningKey};
 use weft_core::waitpoint::{SuspendSpec, WaitpointSpec};
 use weft_core::{
-    claim_across, ClaimParams, CompleteParams, LeaseRef, PartitionId, SignalParams, Store,
-    StoreEvent, SubmitParams, SuspendParams, Task,
+    claim_across, ClaimParams, CompleteParams, PartitionId, SignalParams, Store, StoreEvent,
+    SubmitParams, SuspendParams, Task,
 };
 
-use super::{bar, ms_since};
+use super::{bar, claim_params, ms_since};
 
 /// What the scenario measured.
 pub struct Measured {
@@ -29,23 +29,6 @@ pub struct Measured {
 /// Longest a round may take before the scenario gives up.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn claim_params(lane: &str, worker_id: &str) -> ClaimParams {
-    ClaimParams {
-        worker_id: worker_id.to_owned(),
-        lanes: vec![lane.to_owned()],
-        capabilities: vec![],
-        max: 1,
-        lease_ms: 30_000,
-    }
-}
-
-fn lease_of(task: &Task) -> LeaseRef {
-    LeaseRef {
-        lease_id: task.lease.id.clone(),
-        epoch: task.lease.epoch,
-    }
-}
-
 /// Runs `rounds` round trips against `store`.
 pub async fn run(store: &dyn Store, rounds: u32, label: &str) -> Result<Measured, String> {
     let keyring = Keyring::new(SigningKey::new("bench", &[7; 32], 0).map_err(|e| e.to_string())?);
@@ -53,8 +36,8 @@ pub async fn run(store: &dyn Store, rounds: u32, label: &str) -> Result<Measured
         .events()
         .ok_or("this store publishes no events; the resumed worker would poll")?;
     let lane = format!("bench-suspend-{}", std::process::id());
-    let first = claim_params(&lane, "suspender");
-    let second = claim_params(&lane, "resumer");
+    let first = claim_params("suspender".into(), &lane, 1);
+    let second = claim_params("resumer".into(), &lane, 1);
     let spec = SuspendSpec {
         waitpoints: vec![WaitpointSpec {
             timeout_ms: Some(60_000),
@@ -80,7 +63,7 @@ pub async fn run(store: &dyn Store, rounds: u32, label: &str) -> Result<Measured
         let suspended = store
             .execution_suspend(&SuspendParams {
                 execution_id: id.clone(),
-                lease: lease_of(&task),
+                lease: task.lease_ref(),
                 spec: spec.clone(),
             })
             .await
@@ -110,7 +93,7 @@ pub async fn run(store: &dyn Store, rounds: u32, label: &str) -> Result<Measured
         store
             .execution_complete(&CompleteParams {
                 execution_id: id,
-                lease: lease_of(&resumed),
+                lease: resumed.lease_ref(),
                 result: json!({"deployed": true}),
             })
             .await

@@ -12,13 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use weft_api::{ClaimRequest, CompleteRequest, SubmitRequest};
-use weft_core::{
-    claim_waiting, ClaimParams, CompleteParams, CountingStore, ReadyBoard, Store, SubmitParams,
-    SWEEP_INTERVAL,
-};
+use weft_core::{CountingStore, ReadyBoard, Store, SubmitParams};
 use weft_sdk::{HttpTransport, Transport};
 
-use super::{bar, ms_since};
+use super::{bar, claim_params, complete_null, ms_since, next_tasks};
 
 /// The scenario's sizes.
 #[derive(Clone, Copy, Debug)]
@@ -155,38 +152,12 @@ async fn weft_worker(
     spec: Spec,
     index: u32,
 ) -> Result<(), String> {
-    let claim = ClaimParams {
-        worker_id: format!("bench-worker-{index}"),
-        lanes: vec![lane],
-        capabilities: vec![],
-        max: spec.claim_batch,
-        lease_ms: 30_000,
-    };
+    let claim = claim_params(format!("bench-worker-{index}"), &lane, spec.claim_batch);
     let store: Arc<dyn Store> = store;
     while shared.done.load(Ordering::Relaxed) < spec.tasks {
-        let tasks = claim_waiting(
-            &store,
-            &board,
-            &claim,
-            Duration::from_millis(100),
-            SWEEP_INTERVAL,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        for task in tasks {
+        for task in next_tasks(&store, &board, &claim).await? {
             let sent_ms = task.payload["sent_ms"].as_f64().unwrap_or(0.0);
-            let params = CompleteParams {
-                execution_id: task.execution_id.clone(),
-                lease: weft_core::LeaseRef {
-                    lease_id: task.lease.id.clone(),
-                    epoch: task.lease.epoch,
-                },
-                result: serde_json::Value::Null,
-            };
-            store
-                .execution_complete(&params)
-                .await
-                .map_err(|e| e.to_string())?;
+            complete_null(store.as_ref(), &task).await?;
             shared.record(sent_ms);
         }
     }

@@ -7,6 +7,9 @@
 -- ARGV[4] id prefix (`ex_` + partition), [5] 8 random hex digits,
 -- [6] delay_ms or '', [7] run_at_ms or '', [8] idempotency key or '',
 -- [9..] field/value pairs of the fields that do not depend on time.
+-- Replies 'existing' and the stored execution, or 'created' and only the
+-- fields the library set: the stored hash is ARGV[9..] overlaid with them,
+-- which Rust rebuilds from what it sent (no payload copied back).
 local function fn_submit(keys, args)
   local c = ctx(keys, args, true)
   local idem = args[8]
@@ -24,11 +27,10 @@ local function fn_submit(keys, args)
   if redis.call('ZADD', c.root .. 'all', 'NX', 0, id) == 0 then
     return err('collision')
   end
-  local e = { f = {}, dirty = {} }
+  local f = {}
   for i = 9, #args, 2 do
-    put(e, args[i], args[i + 1])
+    f[args[i]] = args[i + 1]
   end
-  put(e, 'id', id)
   local run_at
   if args[6] ~= '' then
     run_at = c.now + tonumber(args[6])
@@ -38,22 +40,40 @@ local function fn_submit(keys, args)
   if run_at and run_at <= c.now then
     run_at = nil
   end
-  put(e, 'state', run_at and 'delayed' or 'waiting')
-  put(e, 'run_at_ms', run_at)
-  put(e, 'ready_at_ms', run_at or c.now)
-  local deadline = num(e, 'deadline_ms')
-  put(e, 'deadline_at_ms', deadline and (c.now + deadline) or nil)
-  put(e, 'created_at_ms', c.now)
-  put(e, 'updated_at_ms', c.now)
-  for _, k in ipairs({ 'attempts', 'failures', 'reclaims', 'epoch' }) do
-    put(e, k, 0)
+  local now = int(c.now)
+  local set = {
+    'id', id, 'state', run_at and 'delayed' or 'waiting',
+    'created_at_ms', now, 'updated_at_ms', now,
+    'attempts', '0', 'failures', '0', 'reclaims', '0', 'epoch', '0',
+  }
+  local ready = now
+  if run_at then
+    ready = int(run_at)
+    set[#set + 1] = 'run_at_ms'
+    set[#set + 1] = ready
   end
+  set[#set + 1] = 'ready_at_ms'
+  set[#set + 1] = ready
+  local deadline = tonumber(f.deadline_ms)
+  if deadline then
+    set[#set + 1] = 'deadline_at_ms'
+    set[#set + 1] = int(c.now + deadline)
+  end
+  -- The hash is ARGV[9..] then `set`, written in one HSET (a later pair
+  -- wins) without building the list again; `e` has nothing left to save.
+  for i = 1, #set, 2 do
+    f[set[i]] = set[i + 1]
+    args[#args + 1] = set[i]
+    args[#args + 1] = set[i + 1]
+  end
+  redis.call('HSET', exec_key(c, id), unpack(args, 9))
+  local e = { f = f, dirty = {} }
   commit(c, e, nil)
   redis.call('SADD', c.root .. 'lanes', e.f.lane)
   if idem ~= '' then
     redis.call('HSET', c.root .. 'k', idem, id)
   end
-  return ok('created', flat(e))
+  return ok('created', set)
 end
 
 local function capset_within(capset, have)

@@ -117,29 +117,38 @@ end
 
 -- Moves timers from `old` to `new` (kind -> due); hints an earlier timer.
 local function move_timers(c, id, old, new)
-  local adds = {}
+  -- `first`: the earliest timer added. `bound`: the earliest of `old`
+  -- still in `t` when the hint is decided, so the due-index's earliest is
+  -- at most `bound` and an added timer at or after it needs no read of
+  -- `t` and no hint. A retention timer is left out: a flow member's may
+  -- have been dropped while its flow runs (`fire`).
+  local first, bound
   for kind, due in pairs(new) do
-    if old[kind] ~= due then
-      adds[#adds + 1] = kind
+    if old[kind] ~= due and (first == nil or due < first) then
+      first = due
     end
   end
-  local earliest
-  if c.hints and #adds > 0 then
-    earliest = earliest_due(c)
+  for kind, due in pairs(old) do
+    if kind ~= 'retention' and (bound == nil or due < bound) then
+      bound = due
+    end
+  end
+  local hint = c.hints and first and (bound == nil or first < bound)
+  if hint then
+    local earliest = earliest_due(c)
+    hint = earliest == nil or first < earliest
   end
   for kind, due in pairs(old) do
     if new[kind] ~= due then
       redis.call('ZREM', c.root .. 't', timer_member(kind, id))
     end
   end
-  local first
-  for _, kind in ipairs(adds) do
-    redis.call('ZADD', c.root .. 't', int(new[kind]), timer_member(kind, id))
-    if first == nil or new[kind] < first then
-      first = new[kind]
+  for kind, due in pairs(new) do
+    if old[kind] ~= due then
+      redis.call('ZADD', c.root .. 't', int(due), timer_member(kind, id))
     end
   end
-  if c.hints and first and (earliest == nil or first < earliest) then
+  if hint then
     redis.call('PUBLISH', c.channel, c.partition .. ':' .. int(first))
   end
 end

@@ -317,7 +317,21 @@ pub fn decode_suspension(raw: &str) -> Result<Suspension> {
 
 /// Parses a stored execution hash (as `HGETALL` or the library returns it).
 pub fn decode_execution(value: &Value) -> Result<Execution> {
-    let row = Row(field_map(value)?);
+    decode_row(Row(field_map(value)?))
+}
+
+/// The execution `weft_submit` created: the fields Rust sent, overlaid with
+/// the ones the library set (its reply), exactly as it stored them.
+pub fn decode_submitted(sent: &[(&str, String)], set: &Value) -> Result<Execution> {
+    let mut map: HashMap<String, String> = sent
+        .iter()
+        .map(|(field, value)| ((*field).to_owned(), value.clone()))
+        .collect();
+    map.extend(field_map(set)?);
+    decode_row(Row(map))
+}
+
+fn decode_row(row: Row) -> Result<Execution> {
     let id = ExecutionId::parse(&row.text("id")?).map_err(|_| bad("a malformed id"))?;
     let flow_id = row
         .opt_text("flow_id")

@@ -22,7 +22,8 @@ macro_rules! library_version {
         // 4: cascades in chunks of 256 with the rest through the outbox `o`.
         // 5: waitpoints (`weft_suspend`, `weft_signal`, the
         //    `waitpoint_timeout` timer, `suspension`, `sig:*`, `res:*`).
-        "5"
+        // 6: `weft_submit` replies only the fields it set.
+        "6"
     };
 }
 

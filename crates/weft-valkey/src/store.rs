@@ -315,10 +315,16 @@ impl ValkeyStore {
             match codec::status(self.run(&cmd).await?)? {
                 Ok(reply) => {
                     let created = reply.first().map(codec::text).transpose()?;
-                    return Ok(Submitted {
-                        execution: Self::execution_of(&reply)?,
-                        created: created.as_deref() == Some("created"),
-                    });
+                    let created = created.as_deref() == Some("created");
+                    let execution = if created {
+                        let set = reply.get(1).ok_or_else(|| {
+                            Error::Internal("a reply without its execution".into())
+                        })?;
+                        codec::decode_submitted(&fields, set)?
+                    } else {
+                        Self::execution_of(&reply)?
+                    };
+                    return Ok(Submitted { execution, created });
                 }
                 Err(Refusal { kind, .. }) if kind == "collision" => continue,
                 Err(refusal) => {

@@ -225,6 +225,19 @@ impl ErrorInfo {
             kind: Some(kind.to_owned()),
         }
     }
+
+    /// The error with its message cut to `ERROR_MESSAGE_LEN_MAX` bytes on a
+    /// character boundary, as stores keep it.
+    pub fn truncated(mut self) -> Self {
+        if self.message.len() > ERROR_MESSAGE_LEN_MAX {
+            let mut cut = ERROR_MESSAGE_LEN_MAX;
+            while !self.message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.message.truncate(cut);
+        }
+        self
+    }
 }
 
 /// A worker's exclusive, time-limited right to run the current attempt.
@@ -789,6 +802,15 @@ mod tests {
             let wire = serde_json::to_value(by).unwrap();
             assert_eq!(wire, Value::String(by.as_str().to_owned()));
         }
+    }
+
+    #[test]
+    fn errors_are_cut_on_char_boundaries() {
+        let long = "é".repeat(ERROR_MESSAGE_LEN_MAX);
+        let cut = ErrorInfo::new("k", long).truncated();
+        assert!(cut.message.len() <= ERROR_MESSAGE_LEN_MAX);
+        assert!(cut.message.len() >= ERROR_MESSAGE_LEN_MAX - 1);
+        assert_eq!(ErrorInfo::new("k", "short").truncated().message, "short");
     }
 
     #[test]

@@ -563,20 +563,6 @@ pub fn decode_attempt(entry: &str) -> Result<Attempt> {
     })
 }
 
-/// Cuts an error message to `ERROR_MESSAGE_LEN_MAX` bytes on a character
-/// boundary, as the state machine does before storing it.
-pub fn truncate_error(mut error: ErrorInfo) -> ErrorInfo {
-    let max = weft_core::ERROR_MESSAGE_LEN_MAX;
-    if error.message.len() > max {
-        let mut cut = max;
-        while !error.message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        error.message.truncate(cut);
-    }
-    error
-}
-
 /// Sums `lane|state -> count` maps into per-lane depths.
 pub fn add_depths(
     into: &mut BTreeMap<String, weft_core::LaneDepth>,
@@ -659,13 +645,5 @@ mod tests {
         ] {
             assert!(decode_suspension(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn errors_are_cut_on_char_boundaries() {
-        let long = "é".repeat(weft_core::ERROR_MESSAGE_LEN_MAX);
-        let cut = truncate_error(ErrorInfo::new("k", long));
-        assert!(cut.message.len() <= weft_core::ERROR_MESSAGE_LEN_MAX);
-        assert!(cut.message.len() >= weft_core::ERROR_MESSAGE_LEN_MAX - 1);
     }
 }

@@ -258,7 +258,7 @@ impl Store for ValkeyStore {
             .as_ref()
             .is_some_and(|k| k.len() > kind_max)
             .then(|| Error::invalid("error.kind", format!("must be at most {kind_max} bytes")));
-        let error = codec::truncate_error(params.error.clone());
+        let error = params.error.clone().truncated();
         let error = serde_json::to_string(&error).map_err(|e| Error::Internal(e.to_string()))?;
         let mut cmd = self.call("weft_fail", id.partition());
         cmd.arg(id.as_str())

@@ -650,7 +650,7 @@ fn fail(
     }
     check_lease(exec, lease, now_ms)?;
     let mut next = exec.clone();
-    let error = truncate_error(error);
+    let error = error.truncated();
     let attempt = end_attempt(&mut next, AttemptState::Failed, Some(error.clone()), now_ms);
     next.ended_lease = Some(EndedLease {
         id: lease.lease_id.clone(),
@@ -686,18 +686,6 @@ fn release(
     next.ready_at_ms = now_ms;
     next.updated_at_ms = now_ms;
     Ok(Transition::between(Some(exec), Some(next), attempt, config))
-}
-
-fn truncate_error(mut error: ErrorInfo) -> ErrorInfo {
-    let max = crate::model::ERROR_MESSAGE_LEN_MAX;
-    if error.message.len() > max {
-        let mut cut = max;
-        while !error.message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        error.message.truncate(cut);
-    }
-    error
 }
 
 /// After a counted failure: back to the queue (with backoff unless

@@ -273,9 +273,12 @@ async fn throughput_row(
         row.note = "SQLite runs inside the Weft process".into();
     }
     if http {
-        row.note = format!("{} server, producers and workers in one process", row.note)
-            .trim_start()
-            .to_owned();
+        let http_note = "server, producers and workers in one process";
+        row.note = if row.note.is_empty() {
+            http_note.to_owned()
+        } else {
+            format!("{}; {http_note}", row.note)
+        };
     }
     engine.shutdown().await;
     Ok(row)

@@ -331,6 +331,9 @@ pub enum StoreEvent {
         partition: PartitionId,
         /// Its lane.
         lane: String,
+        /// The capabilities it requires, sorted and joined by `,` (empty
+        /// for none), so that only workers that can run it are woken.
+        capset: String,
     },
 }
 

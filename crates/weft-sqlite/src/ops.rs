@@ -57,6 +57,7 @@ pub(crate) fn write_transition(
             ctx.events.push(StoreEvent::Ready {
                 partition,
                 lane: new.lane.clone(),
+                capset: new.capset(),
             });
         }
     }

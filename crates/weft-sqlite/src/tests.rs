@@ -544,6 +544,7 @@ async fn transitions_publish_ready_and_ended_events() {
     let ready = StoreEvent::Ready {
         partition: exec.id.partition(),
         lane: "evt".into(),
+        capset: String::new(),
     };
     assert_eq!(events.try_recv().unwrap(), ready);
     // A release makes it claimable again, as a submit does; a repeated

@@ -158,11 +158,12 @@ local function same_index(a, b)
   return a.key == b.key and a.member == b.member and a.score == b.score
 end
 
--- Publishes `R|<partition>|<lane>` when an execution becomes claimable and
+-- Publishes `R|<partition>|<lane>|<capset>` when an execution becomes claimable and
 -- `E|<state>|<id>` when it ends, for `Store::events` (advisory, may be lost).
 local function publish_events(c, e, before, after)
   if after.index.zset and (before == nil or not same_index(before.index, after.index)) then
-    redis.call('PUBLISH', c.events, 'R|' .. c.partition .. '|' .. e.f.lane)
+    local capset = e.f.requires or ''
+    redis.call('PUBLISH', c.events, 'R|' .. c.partition .. '|' .. e.f.lane .. '|' .. capset)
   end
   if TERMINAL[after.state] and (before == nil or not TERMINAL[before.state]) then
     redis.call('PUBLISH', c.events, 'E|' .. after.state .. '|' .. e.f.id)

@@ -2,7 +2,7 @@
 //!
 //! Definitions: the library publishes `<partition>:<due_ms>` on the store's
 //! due channel when a transition sets a timer earlier than its partition's
-//! earliest, and `R|<partition>|<lane>` / `E|<state>|<id>` /
+//! earliest, and `R|<partition>|<lane>|<capset>` / `E|<state>|<id>` /
 //! `F|<state>|<flow id>` on its events channel when an execution becomes
 //! claimable / ends / a flow's last member ends. A task subscribed to
 //! both on a dedicated connection turns each message into a `DueHint` or a
@@ -38,11 +38,14 @@ pub fn parse_hint(payload: &str, count: PartitionCount) -> Option<DueHint> {
 pub fn parse_event(payload: &str, count: PartitionCount) -> Option<StoreEvent> {
     let mut parts = payload.splitn(3, '|');
     match (parts.next()?, parts.next()?, parts.next()?) {
-        ("R", partition, lane) => {
+        ("R", partition, rest) => {
             let partition = PartitionId(partition.parse().ok()?);
+            // Lanes and capabilities never contain `|`.
+            let (lane, capset) = rest.split_once('|')?;
             count.contains(partition).then(|| StoreEvent::Ready {
                 partition,
                 lane: lane.to_owned(),
+                capset: capset.to_owned(),
             })
         }
         ("E", state, id) => Some(StoreEvent::Ended {
@@ -143,12 +146,22 @@ mod tests {
     fn events_parse() {
         let count = PartitionCount::new(4).unwrap();
         assert_eq!(
-            parse_event("R|2|a:b", count),
+            parse_event("R|2|a:b|gpu,x86", count),
             Some(StoreEvent::Ready {
                 partition: PartitionId(2),
-                lane: "a:b".into()
+                lane: "a:b".into(),
+                capset: "gpu,x86".into()
             })
         );
+        assert_eq!(
+            parse_event("R|2|a|", count),
+            Some(StoreEvent::Ready {
+                partition: PartitionId(2),
+                lane: "a".into(),
+                capset: String::new()
+            })
+        );
+        assert_eq!(parse_event("R|2|a", count), None);
         let id = ExecutionId::mint(PartitionId(1), 5);
         assert_eq!(
             parse_event(&format!("E|failed|{id}"), count),
@@ -157,7 +170,7 @@ mod tests {
                 state: State::Failed
             })
         );
-        assert_eq!(parse_event("R|9|a", count), None);
+        assert_eq!(parse_event("R|9|a|", count), None);
         assert_eq!(parse_event("E|bogus|ex_1", count), None);
         assert_eq!(parse_event("X|1|a", count), None);
         let flow = FlowId::mint(PartitionId(2), 5);

@@ -23,7 +23,8 @@ macro_rules! library_version {
         // 5: waitpoints (`weft_suspend`, `weft_signal`, the
         //    `waitpoint_timeout` timer, `suspension`, `sig:*`, `res:*`).
         // 6: `weft_submit` replies only the fields it set.
-        "6"
+        // 7: `Ready` events name the capability set (`R|p|lane|capset`).
+        "7"
     };
 }
 

@@ -46,7 +46,7 @@ async fn release_is_ready(
     };
     store.execution_release(&release).await.expect("release");
     let ready = next(events, |e| {
-        matches!(e, StoreEvent::Ready { partition, lane }
+        matches!(e, StoreEvent::Ready { partition, lane, .. }
             if *partition == task.execution_id.partition() && lane == "ev")
     })
     .await;
@@ -75,7 +75,7 @@ async fn ready_and_ended_events_are_published() {
             .expect("submit")
             .execution;
         let ready = |e: &StoreEvent| {
-            matches!(e, StoreEvent::Ready { partition, lane }
+            matches!(e, StoreEvent::Ready { partition, lane, .. }
                 if *partition == exec.id.partition() && lane == "ev")
         };
         if next(&mut events, ready).await.is_some() {
@@ -175,7 +175,7 @@ async fn waitpoint_resumes_and_timeouts_are_published() {
     };
     let ready = |id: &ExecutionId| {
         let partition = id.partition();
-        move |e: &StoreEvent| matches!(e, StoreEvent::Ready { partition: p, lane } if *p == partition && lane == "wp")
+        move |e: &StoreEvent| matches!(e, StoreEvent::Ready { partition: p, lane, .. } if *p == partition && lane == "wp")
     };
     // Until the subscription is live, submits go unheard.
     let mut exec = None;

@@ -138,7 +138,9 @@ async fn resumed_task(
             .await
             .map_err(|_| format!("{id} was not resumed within {ROUND_TIMEOUT:?}"))?;
         let partition = match event {
-            Ok(StoreEvent::Ready { partition, lane }) if lane == params.lanes[0] => partition,
+            Ok(StoreEvent::Ready {
+                partition, lane, ..
+            }) if lane == params.lanes[0] => partition,
             Ok(_) => continue,
             Err(RecvError::Lagged(_)) => id.partition(),
             Err(RecvError::Closed) => return Err("the store's events stopped".into()),

@@ -46,7 +46,7 @@ pub(crate) async fn claim(
 }
 
 /// Claims where the store's `Ready` events say work is (the server's one
-/// `ReadyBoard`, so an event wakes one waiting claim, not all of them), with
+/// `ReadyBoard`: an event costs one store claim, not one per waiting claim), with
 /// a sweep of every partition when the board has been quiet for the re-check
 /// interval, until a task comes, `wait` passes or the server shuts down.
 ///

@@ -130,13 +130,6 @@ local function attempts_key(c, id)
   return c.root .. 'a:' .. id
 end
 
--- The payload sits in a string of its own: one value over 64 bytes turns a
--- hash from a listpack into a hash table, which makes every read and write
--- of the execution several times dearer. It is written once and only read.
-local function payload_key(c, id)
-  return c.root .. 'p:' .. id
-end
-
 local function load(c, id)
   local flat = redis.call('HGETALL', exec_key(c, id))
   if #flat == 0 then
@@ -145,11 +138,6 @@ local function load(c, id)
   local e = { f = {}, dirty = {} }
   for i = 1, #flat, 2 do
     e.f[flat[i]] = flat[i + 1]
-  end
-  -- Hashes written before the payload moved out still hold it.
-  local payload = redis.call('GET', payload_key(c, id))
-  if payload then
-    e.f.payload = payload
   end
   return e
 end
@@ -177,9 +165,7 @@ local function save(c, e)
   local hset, hdel = {}, {}
   for k in pairs(e.dirty) do
     local v = e.f[k]
-    if k == 'payload' then
-      redis.call('SET', payload_key(c, e.f.id), v)
-    elseif v == nil then
+    if v == nil then
       hdel[#hdel + 1] = k
     else
       hset[#hset + 1] = k

@@ -66,14 +66,6 @@ local function fn_submit(keys, args)
     args[#args + 1] = set[i]
     args[#args + 1] = set[i + 1]
   end
-  for i = 9, #args, 2 do
-    if args[i] == 'payload' then
-      redis.call('SET', payload_key(c, id), args[i + 1])
-      table.remove(args, i)
-      table.remove(args, i)
-      break
-    end
-  end
   redis.call('HSET', exec_key(c, id), unpack(args, 9))
   local e = { f = f, dirty = {} }
   commit(c, e, nil)

@@ -194,7 +194,7 @@ end
 -- Retention: removes everything of the execution.
 local function purge(c, e, before)
   local id = e.f.id
-  redis.call('DEL', exec_key(c, id), attempts_key(c, id), payload_key(c, id))
+  redis.call('DEL', exec_key(c, id), attempts_key(c, id))
   index_remove(c, before.index)
   move_timers(c, id, before.timers, {})
   redis.call('ZREM', c.root .. 'all', id)

@@ -24,8 +24,7 @@ macro_rules! library_version {
         //    `waitpoint_timeout` timer, `suspension`, `sig:*`, `res:*`).
         // 6: `weft_submit` replies only the fields it set.
         // 7: `Ready` events name the capability set (`R|p|lane|capset`).
-        // 8: the payload in its own string `p:<id>`, out of the hash.
-        "8"
+        "7"
     };
 }
 

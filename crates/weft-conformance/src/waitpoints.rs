@@ -325,8 +325,10 @@ pub async fn suspend_any_resumes_on_one_signal(h: Harness) {
 }
 
 /// A signal that arrives before the suspend is buffered and satisfies it:
-/// the execution stays `active` under the same lease, the signal moves to
-/// `resumed_signals`, and a later retry's task still carries it.
+/// the execution stays `active` under the same lease and the signal moves to
+/// `resumed_signals`; the same suspend again by that lease is answered the
+/// same way, a different one waits; a later retry's task still carries the
+/// signals of the last resume.
 pub async fn buffered_signal_satisfies_the_suspend(h: Harness) {
     let p = SubmitParams {
         max_attempts: Some(3),
@@ -362,16 +364,39 @@ pub async fn buffered_signal_satisfies_the_suspend(h: Harness) {
         vec![AttemptState::Running]
     );
     heartbeat(&h, &task, None).await.expect("the lease is live");
+    // The same suspend again by the same lease (a retry after a lost
+    // answer) is answered the same way: no second suspension, no wait.
+    let repeated = suspend(&h, &task, &s).await.expect("the same suspend");
+    assert_eq!(repeated.state, State::Active);
+    assert_eq!(repeated.suspends, 1);
+    assert_eq!(repeated.resumed_signals, still.resumed_signals);
+    // A different suspend is a new wait.
+    let other = spec(ResumeWhen::All, vec![wp("go"), wp("more")]);
+    let waiting = suspend(&h, &task, &other).await.expect("another suspend");
+    assert_eq!((waiting.state, waiting.suspends), (State::Suspended, 2));
+    signal(&h, &exec.id, "go", json!(2))
+        .await
+        .expect("go again");
+    let resumed = signal(&h, &exec.id, "more", json!(3)).await.expect("more");
+    assert_eq!(resumed.state, State::Waiting);
+    let task = claim_exec(&h, &exec, LONG_LEASE_MS).await;
 
     let retried = fail(&h, &task, true).await.expect("fail");
     assert_eq!((retried.state, retried.failures), (State::Waiting, 1));
     let again = claim_exec(&h, &exec, LONG_LEASE_MS).await;
-    assert_eq!(again.attempt.0, 2);
-    assert_eq!(again.signals, signals(&[("go", json!({"early": true}))]));
+    assert_eq!(again.attempt.0, 3);
+    assert_eq!(
+        again.signals,
+        signals(&[("go", json!(2)), ("more", json!(3))])
+    );
     complete(&h, &again, json!(null)).await.expect("complete");
     assert_eq!(
         attempt_states(&h, &exec.id).await,
-        vec![AttemptState::Failed, AttemptState::Succeeded]
+        vec![
+            AttemptState::Suspended,
+            AttemptState::Failed,
+            AttemptState::Succeeded
+        ]
     );
     assert_audit_clean(&h).await;
 }

@@ -192,6 +192,12 @@ pub struct Suspension {
     pub suspended_at_ms: i64,
     /// The waitpoints, in the order the worker declared them.
     pub waitpoints: Vec<Waitpoint>,
+    /// The epoch of the lease that suspended, when signals buffered before
+    /// satisfied the suspension at once (the execution stayed `active`): the
+    /// same suspend by that lease again is answered the same way, not taken
+    /// as a new wait.
+    #[serde(default)]
+    pub at_once_epoch: Option<crate::ids::LeaseEpoch>,
 }
 
 impl Suspension {
@@ -201,6 +207,18 @@ impl Suspension {
             ResumeWhen::All => self.waitpoints.iter().all(|w| w.signalled),
             ResumeWhen::Any => self.waitpoints.iter().any(|w| w.signalled),
         }
+    }
+
+    /// Whether `spec` asks for this suspension again: the same waitpoints in
+    /// the same order, resumed the same way.
+    pub fn is_same(&self, spec: &SuspendSpec) -> bool {
+        self.resume_when == spec.resume_when
+            && self.waitpoints.len() == spec.waitpoints.len()
+            && self
+                .waitpoints
+                .iter()
+                .zip(&spec.waitpoints)
+                .all(|(w, s)| w.name == s.name)
     }
 
     /// The unsignalled waitpoint whose timeout falls first (declaration

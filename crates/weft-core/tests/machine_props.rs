@@ -679,7 +679,18 @@ impl Model {
         let valid = old.lease.as_ref().is_some_and(|l| {
             l.id == lease.lease_id && l.epoch == lease.epoch && l.expires_at_ms > self.now_ms
         });
-        let replay = by.is_some_and(|by| is_replay(&old, &lease, by));
+        // A suspend that buffered signals satisfied at once, sent again by
+        // the same live lease, is answered as the first was.
+        let at_once = suspending.as_ref().is_some_and(|spec| {
+            spec_valid
+                && valid
+                && old.state == State::Active
+                && old
+                    .suspension
+                    .as_ref()
+                    .is_some_and(|s| s.at_once_epoch == Some(lease.epoch) && s.is_same(spec))
+        });
+        let replay = by.is_some_and(|by| is_replay(&old, &lease, by)) || at_once;
         match self.apply(slot, cmd)? {
             Some(Ok(t)) => {
                 let new = t.execution.as_ref().expect("worker writes never purge");

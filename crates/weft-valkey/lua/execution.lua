@@ -309,6 +309,18 @@ local function fn_suspend(keys, args)
   if lost then
     return err('lease_lost', lost)
   end
+  -- A suspend that buffered signals satisfied at once, sent again by the
+  -- same lease (a retry after a lost answer), gets the same answer.
+  if e.f.state == 'active' and e.f.suspension_at_once == args[6] then
+    local last = suspension_of(e)
+    local same = last and last.resume_when == args[8] and #last.wps * 3 == #args - 9
+    for i, w in ipairs(same and last.wps or {}) do
+      same = same and w.name == args[7 + 3 * i]
+    end
+    if same then
+      return ok('replayed', flat(e))
+    end
+  end
   local before = snapshot(c, e)
   local seq = (num(e, 'suspends') or 0) + 1
   put(e, 'suspends', seq)
@@ -327,9 +339,11 @@ local function fn_suspend(keys, args)
     }
   end
   put(e, 'suspension', suspension_text(s))
+  put(e, 'suspension_at_once', nil)
   if suspension_satisfied(s) then
     -- Buffered signals already satisfy it: the attempt goes on under the
     -- same lease, handed the signals.
+    put(e, 'suspension_at_once', args[6])
     consume_signals(e, s)
   else
     end_attempt(c, e, 'suspended', nil)

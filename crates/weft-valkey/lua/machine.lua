@@ -152,6 +152,7 @@ local function replay_one(c, e)
   -- `suspends` stays, so a token of a suspension before the replay never
   -- matches a later one.
   put(e, 'suspension', nil)
+  put(e, 'suspension_at_once', nil)
   for _, prefix in ipairs({ SIGNAL, RESUMED }) do
     for _, name in ipairs(signal_names(e, prefix)) do
       put(e, prefix .. name, nil)

@@ -312,6 +312,7 @@ pub fn decode_suspension(raw: &str) -> Result<Suspension> {
                 })
             })
             .collect::<Result<_>>()?,
+        at_once_epoch: None,
     })
 }
 
@@ -380,6 +381,12 @@ fn decode_row(row: Row) -> Result<Execution> {
         suspension: row
             .opt_text("suspension")
             .map(|raw| decode_suspension(&raw))
+            .transpose()?
+            .map(|mut s| {
+                row.opt_num("suspension_at_once")
+                    .map(|epoch| s.at_once_epoch = epoch.map(LeaseEpoch))
+                    .map(|()| s)
+            })
             .transpose()?,
         signals: row.signals(SIGNAL_PREFIX)?,
         resumed_signals: row.signals(RESUMED_PREFIX)?,

@@ -26,7 +26,9 @@ macro_rules! library_version {
         // 7: `Ready` events name the capability set (`R|p|lane|capset`).
         // 8: the payload in its own string (reverted: slower end to end).
         // 9: the library of 7 again, above 8 so servers that ran 8 upgrade.
-        "9"
+        // 10: a suspend satisfied at once replays for its lease
+        //     (`suspension_at_once`).
+        "10"
     };
 }
 

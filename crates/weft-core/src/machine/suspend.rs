@@ -6,7 +6,9 @@
 //! lease. A suspension ends exactly once: by the signal that satisfies it,
 //! by its first waitpoint timeout, or by cancel or deadline. When it ends by
 //! resuming, the signals of its waitpoints move from `signals` to
-//! `resumed_signals`, which every later task carries.
+//! `resumed_signals`, which every later task carries. The same suspend sent
+//! again by the same lease is answered as the first was, whether it ended
+//! the attempt or was satisfied at once.
 
 use serde_json::Value;
 
@@ -32,6 +34,13 @@ pub(super) fn suspend(
         return Ok(Transition::unchanged(exec, Outcome::Replayed));
     }
     check_lease(exec, lease, now_ms)?;
+    // A suspend that buffered signals satisfied at once, sent again by the
+    // same lease (a retry after a lost answer), gets the same answer.
+    if exec.suspension.as_ref().is_some_and(|s| {
+        s.at_once_epoch == Some(lease.epoch) && exec.state == State::Active && s.is_same(spec)
+    }) {
+        return Ok(Transition::unchanged(exec, Outcome::Replayed));
+    }
     let mut next = exec.clone();
     next.suspends += 1;
     next.updated_at_ms = now_ms;
@@ -55,10 +64,14 @@ pub(super) fn suspend(
         resume_when: spec.resume_when,
         suspended_at_ms: now_ms,
         waitpoints,
+        at_once_epoch: None,
     };
     let satisfied = suspension.satisfied();
     next.suspension = Some(suspension);
     if satisfied {
+        if let Some(s) = next.suspension.as_mut() {
+            s.at_once_epoch = Some(lease.epoch);
+        }
         consume_signals(&mut next);
         return Ok(Transition::between(Some(exec), Some(next), None, config));
     }

@@ -188,6 +188,21 @@ local function load_arg(c, args)
   return e
 end
 
+-- The context and the execution of ARGV[4] for a command Rust may have
+-- refused (ARGV[refused] = '1'): `not_found` first, then `refused`, as the
+-- state machine reports them; on either, the reply that ends the call.
+local function load_unrefused(keys, args, refused)
+  local c = ctx(keys, args, true)
+  local e, failure = load_arg(c, args)
+  if not e then
+    return nil, nil, failure
+  end
+  if args[refused] == '1' then
+    return nil, nil, err('refused')
+  end
+  return c, e
+end
+
 -- ARGV[4] id, [5] lease id, [6] epoch, [7] lease_ms or '', [8] '1' when
 -- Rust refuses the new duration: refused once the lease is found to hold.
 local function fn_heartbeat(keys, args)
@@ -293,13 +308,9 @@ end
 -- waitpoint without a timeout stays valid (ms), [10..] per waitpoint:
 -- name, timeout_ms or '', on_timeout. `machine::suspend::suspend`.
 local function fn_suspend(keys, args)
-  local c = ctx(keys, args, true)
-  local e, failure = load_arg(c, args)
+  local c, e, failure = load_unrefused(keys, args, 7)
   if not e then
     return failure
-  end
-  if args[7] == '1' then
-    return err('refused')
   end
   local epoch = tonumber(args[6])
   if is_replay(e, args[5], epoch, 'suspended') then
@@ -359,13 +370,9 @@ end
 -- (waitpoint name, payload size): refused once the execution exists,
 -- [9] most signals an execution buffers. `machine::suspend::signal`.
 local function fn_signal(keys, args)
-  local c = ctx(keys, args, true)
-  local e, failure = load_arg(c, args)
+  local c, e, failure = load_unrefused(keys, args, 8)
   if not e then
     return failure
-  end
-  if args[8] == '1' then
-    return err('refused')
   end
   local st = e.f.state
   if TERMINAL[st] then
@@ -416,13 +423,9 @@ end
 -- ARGV[4] id, [5] '1' when a reason follows, [6] reason, [7] '1' when Rust
 -- refuses the cancel (reason too long): refused once the execution exists.
 local function fn_cancel(keys, args)
-  local c = ctx(keys, args, true)
-  local e, failure = load_arg(c, args)
+  local c, e, failure = load_unrefused(keys, args, 7)
   if not e then
     return failure
-  end
-  if args[7] == '1' then
-    return err('refused')
   end
   local st = e.f.state
   if st == 'cancelled' then

@@ -81,32 +81,23 @@ pub async fn chains(
                 .insert(created.flow.id.to_string(), ms_since(start));
         }
     }
-    let board = ReadyBoard::follow(store.as_ref());
+    let worker = ChainWorker {
+        board: ReadyBoard::follow(store.as_ref()),
+        store,
+        marks: Arc::clone(&marks),
+        total,
+        start,
+        progress,
+    };
     let mut handles = Vec::new();
     for w in 0..workers {
-        let (store, board, marks, lane, progress) = (
-            Arc::clone(&store),
-            Arc::clone(&board),
-            Arc::clone(&marks),
-            lane.clone(),
-            progress.clone(),
-        );
-        handles.push(tokio::spawn(async move {
-            let worker = ChainWorker {
-                store,
-                board,
-                marks,
-                total,
-                start,
-                progress,
-            };
-            worker.run(lane, w).await
-        }));
+        let (worker, lane) = (worker.clone(), lane.clone());
+        handles.push(tokio::spawn(async move { worker.run(lane, w).await }));
     }
     for handle in handles {
         handle.await.map_err(|e| e.to_string())??;
     }
-    progress.finish();
+    worker.progress.finish();
     let elapsed = start.elapsed();
     let m = marks.lock().map_err(|e| e.to_string())?;
     let mut flow_latencies_ms = Vec::new();
@@ -130,6 +121,7 @@ pub async fn chains(
     })
 }
 
+#[derive(Clone)]
 struct ChainWorker {
     store: Arc<dyn Store>,
     board: Arc<ReadyBoard>,
@@ -142,17 +134,10 @@ struct ChainWorker {
 impl ChainWorker {
     /// Claims as an SDK worker does (`claim_waiting`) until every node ran.
     async fn run(self, lane: String, index: u32) -> Result<(), String> {
-        let ChainWorker {
-            store,
-            board,
-            marks,
-            total,
-            start,
-            progress,
-        } = self;
+        let (store, marks, start) = (&self.store, &self.marks, self.start);
         let claim = claim_params(format!("chain-{index}"), &lane, 4);
-        while progress.position() < total {
-            let tasks = next_tasks(&store, &board, &claim).await?;
+        while self.progress.position() < self.total {
+            let tasks = next_tasks(store, &self.board, &claim).await?;
             let claimed_ms = ms_since(start);
             for task in tasks {
                 let flow = task
@@ -170,7 +155,7 @@ impl ChainWorker {
                     m.claimed_ms.insert((flow.clone(), level), claimed_ms);
                     m.completed_ms.insert((flow, level), ms_since(start));
                 }
-                progress.inc(1);
+                self.progress.inc(1);
             }
         }
         Ok(())

@@ -19,6 +19,17 @@ use weft_core::{
     StoreEvent, SubmitParams, SuspendParams, Task,
 };
 
+/// A store of 4 partitions on the test server, and the cleanup of its keys.
+async fn store_of_4() -> (weft_valkey::ValkeyStore, common::Cleanup) {
+    let url = common::url(common::VALKEY_URL_VAR);
+    let config = common::config(&url, Some(4));
+    let cleanup = common::Cleanup {
+        url,
+        prefix: config.key_prefix.clone(),
+    };
+    (common::connect(config).await, cleanup)
+}
+
 async fn next<T: Clone>(rx: &mut broadcast::Receiver<T>, wanted: impl Fn(&T) -> bool) -> Option<T> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
     loop {
@@ -55,13 +66,7 @@ async fn release_is_ready(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_and_ended_events_are_published() {
-    let url = common::url(common::VALKEY_URL_VAR);
-    let config = common::config(&url, Some(4));
-    let _cleanup = common::Cleanup {
-        url: url.clone(),
-        prefix: config.key_prefix.clone(),
-    };
-    let store = common::connect(config).await;
+    let (store, _cleanup) = store_of_4().await;
     let mut events = store.events().expect("valkey publishes events");
     let mut hints = store.due_hints().expect("valkey publishes hints");
     let mut submitted = None;
@@ -157,13 +162,7 @@ async fn suspend(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waitpoint_resumes_and_timeouts_are_published() {
-    let url = common::url(common::VALKEY_URL_VAR);
-    let config = common::config(&url, Some(4));
-    let _cleanup = common::Cleanup {
-        url: url.clone(),
-        prefix: config.key_prefix.clone(),
-    };
-    let store = common::connect(config).await;
+    let (store, _cleanup) = store_of_4().await;
     let mut events = store.events().expect("valkey publishes events");
     let mut hints = store.due_hints().expect("valkey publishes hints");
     let claim = ClaimParams {

@@ -203,6 +203,31 @@ local function load_unrefused(keys, args, refused)
   return c, e
 end
 
+-- The checks every write that ends a lease (complete, fail, release) makes,
+-- in the state machine's order: the execution of ARGV[4] exists, the same
+-- write by the lease that ended it replays (`by`), Rust's refusal
+-- (ARGV[refused] = '1', when the write has one), the lease holds. Returns
+-- c, e, epoch, or nil and the reply that ends the call.
+local function ending_write(keys, args, by, refused)
+  local c = ctx(keys, args, true)
+  local e, failure = load_arg(c, args)
+  if not e then
+    return nil, nil, nil, failure
+  end
+  local epoch = tonumber(args[6])
+  if is_replay(e, args[5], epoch, by) then
+    return nil, nil, nil, ok('replayed', flat(e))
+  end
+  if refused and args[refused] == '1' then
+    return nil, nil, nil, err('refused')
+  end
+  local lost = check_lease(c, e, args[5], epoch)
+  if lost then
+    return nil, nil, nil, err('lease_lost', lost)
+  end
+  return c, e, epoch
+end
+
 -- ARGV[4] id, [5] lease id, [6] epoch, [7] lease_ms or '', [8] '1' when
 -- Rust refuses the new duration: refused once the lease is found to hold.
 local function fn_heartbeat(keys, args)
@@ -230,21 +255,9 @@ end
 -- ARGV[4] id, [5] lease id, [6] epoch, [7] result JSON, [8] '1' when Rust
 -- refuses the write (result over the limit): refused after the replay check.
 local function fn_complete(keys, args)
-  local c = ctx(keys, args, true)
-  local e, failure = load_arg(c, args)
+  local c, e, epoch, reply = ending_write(keys, args, 'completed', 8)
   if not e then
-    return failure
-  end
-  local epoch = tonumber(args[6])
-  if is_replay(e, args[5], epoch, 'completed') then
-    return ok('replayed', flat(e))
-  end
-  if args[8] == '1' then
-    return err('refused')
-  end
-  local lost = check_lease(c, e, args[5], epoch)
-  if lost then
-    return err('lease_lost', lost)
+    return reply
   end
   local before = snapshot(c, e)
   end_attempt(c, e, 'succeeded', nil)
@@ -259,21 +272,9 @@ end
 -- length), [8] retryable '1' or '0', [9] '1' when Rust refuses the write
 -- (error kind too long): refused after the replay check.
 local function fn_fail(keys, args)
-  local c = ctx(keys, args, true)
-  local e, failure = load_arg(c, args)
+  local c, e, epoch, reply = ending_write(keys, args, 'failed', 9)
   if not e then
-    return failure
-  end
-  local epoch = tonumber(args[6])
-  if is_replay(e, args[5], epoch, 'failed') then
-    return ok('replayed', flat(e))
-  end
-  if args[9] == '1' then
-    return err('refused')
-  end
-  local lost = check_lease(c, e, args[5], epoch)
-  if lost then
-    return err('lease_lost', lost)
+    return reply
   end
   local before = snapshot(c, e)
   end_attempt(c, e, 'failed', args[7])
@@ -285,18 +286,9 @@ end
 
 -- ARGV[4] id, [5] lease id, [6] epoch.
 local function fn_release(keys, args)
-  local c = ctx(keys, args, true)
-  local e, failure = load_arg(c, args)
+  local c, e, epoch, reply = ending_write(keys, args, 'released')
   if not e then
-    return failure
-  end
-  local epoch = tonumber(args[6])
-  if is_replay(e, args[5], epoch, 'released') then
-    return ok('replayed', flat(e))
-  end
-  local lost = check_lease(c, e, args[5], epoch)
-  if lost then
-    return err('lease_lost', lost)
+    return reply
   end
   release_one(c, e, args[5], epoch)
   return ok('applied', flat(e))

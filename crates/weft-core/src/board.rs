@@ -102,6 +102,9 @@ struct Lane {
 #[derive(Debug)]
 pub struct ReadyBoard {
     count: u16,
+    /// Whether the store's events feed the board (`follow` on a store that
+    /// sends them).
+    fed: bool,
     lanes: Mutex<HashMap<String, Lane>>,
     marked: Notify,
 }
@@ -122,6 +125,7 @@ impl ReadyBoard {
     pub fn new(partitions: PartitionCount) -> Self {
         Self {
             count: partitions.get(),
+            fed: false,
             lanes: Mutex::new(HashMap::new()),
             marked: Notify::new(),
         }
@@ -132,10 +136,13 @@ impl ReadyBoard {
     /// the store's event stream or, at the next event, once the board is
     /// dropped. Call it inside a Tokio runtime.
     pub fn follow(store: &dyn Store) -> Arc<Self> {
-        let board = Arc::new(Self::new(store.partition_count()));
         let Some(mut events) = store.events() else {
-            return board;
+            return Arc::new(Self::new(store.partition_count()));
         };
+        let board = Arc::new(Self {
+            fed: true,
+            ..Self::new(store.partition_count())
+        });
         let weak: Weak<Self> = Arc::downgrade(&board);
         tokio::spawn(async move {
             loop {
@@ -154,6 +161,12 @@ impl ReadyBoard {
             }
         });
         board
+    }
+
+    /// Whether events feed the board; when they do not, only sweeps find
+    /// work, and callers sweep more often.
+    pub fn is_fed(&self) -> bool {
+        self.fed
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lane>> {

@@ -60,7 +60,7 @@ async fn claim_waiting(
     wait: Duration,
 ) -> ApiResult<Vec<Task>> {
     let board = app.board();
-    let sweep_interval = if app.store.events().is_some() {
+    let sweep_interval = if board.is_fed() {
         app.config.event_recheck_interval
     } else {
         app.config.poll_interval

@@ -211,10 +211,7 @@ pub fn random_signing_key(now_ms: i64) -> Result<SigningKey> {
     getrandom::fill(&mut secret)
         .and_then(|()| getrandom::fill(&mut id))
         .map_err(|e| Error::Internal(format!("no randomness for a signing key: {e}")))?;
-    let id: String = std::iter::once("k".to_owned())
-        .chain(id.iter().map(|b| format!("{b:02x}")))
-        .collect();
-    SigningKey::new(&id, &secret, now_ms)
+    SigningKey::from_random(&id, &secret, now_ms)
 }
 
 #[cfg(test)]

@@ -102,6 +102,12 @@ impl SigningKey {
         })
     }
 
+    /// A key from fresh random bytes: its id is `k` and the hex of
+    /// `id_bytes`, its secret `secret`.
+    pub fn from_random(id_bytes: &[u8], secret: &[u8], created_at_ms: i64) -> Result<Self> {
+        Self::new(&format!("k{}", hex_encode(id_bytes)), secret, created_at_ms)
+    }
+
     fn mac(&self) -> Result<Hmac<Sha256>> {
         let secret = hex_decode(&self.secret_hex)
             .ok_or_else(|| Error::Internal(format!("key {} has a malformed secret", self.id)))?;
@@ -394,6 +400,8 @@ mod tests {
             assert!(Keyring::from_json(bad).is_err(), "{bad}");
         }
         assert!(SigningKey::new("k", &[0; 8], 0).is_err());
+        let random = SigningKey::from_random(&[0xab, 0x01], &[1; 32], 0).unwrap();
+        assert_eq!(random.id, "kab01");
     }
 
     #[test]

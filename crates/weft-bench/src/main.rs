@@ -373,7 +373,7 @@ async fn suspend_row(env: &Env, backend: &Backend, args: &Args) -> Result<Row, S
     let engine = Engine::try_start(Arc::clone(&store), EngineConfig::default())
         .map_err(|e| e.to_string())?;
     let label = format!("suspend: {}", backend.name());
-    let measured = scenarios::suspend::run(store.as_ref(), args.suspend_rounds, &label).await;
+    let measured = scenarios::suspend::run(&store, args.suspend_rounds, &label).await;
     engine.shutdown().await;
     let mut m = measured?;
     let resume = Percentiles::of(&mut m.resume_ms);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use weft_core::{Clock, ReadyBoard, Store, SubmitParams, SystemClock};
 
-use super::{bar, claim_params, next_tasks};
+use super::{bar, claim_params, join_all, next_tasks};
 
 /// Runs the scenario; returns each task's lateness in milliseconds.
 pub async fn run(
@@ -65,9 +65,7 @@ pub async fn run(
             Ok::<(), String>(())
         }));
     }
-    for handle in handles {
-        handle.await.map_err(|e| e.to_string())??;
-    }
+    join_all(handles).await?;
     progress.finish();
     let out = std::mem::take(&mut *lateness.lock().map_err(|e| e.to_string())?);
     Ok(out)

@@ -18,7 +18,7 @@ use serde_json::Value;
 use weft_core::flow::{EdgeOn, FlowEdge, FlowNodeSpec, FlowSpec, Join, JoinMode};
 use weft_core::{claim_across, ClaimParams, ReadyBoard, State, Store, SubmitParams};
 
-use super::{bar, claim_params, complete_null, ms_since, next_tasks};
+use super::{bar, claim_params, complete_null, join_all, ms_since, next_tasks};
 
 fn node(key: String, lane: &str) -> FlowNodeSpec {
     let mut params = SubmitParams::new("bench.flow", Value::Null);
@@ -94,9 +94,7 @@ pub async fn chains(
         let (worker, lane) = (worker.clone(), lane.clone());
         handles.push(tokio::spawn(async move { worker.run(lane, w).await }));
     }
-    for handle in handles {
-        handle.await.map_err(|e| e.to_string())??;
-    }
+    join_all(handles).await?;
     worker.progress.finish();
     let elapsed = start.elapsed();
     let m = marks.lock().map_err(|e| e.to_string())?;

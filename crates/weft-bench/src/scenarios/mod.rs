@@ -68,3 +68,15 @@ pub async fn complete_null(store: &dyn Store, task: &Task) -> Result<(), String>
         .map(drop)
         .map_err(|e| e.to_string())
 }
+
+/// Waits for the spawned producers and workers of a scenario, in order; the
+/// first failure ends the wait at once (the others would wait for work that
+/// never comes).
+pub async fn join_all(
+    handles: Vec<tokio::task::JoinHandle<Result<(), String>>>,
+) -> Result<(), String> {
+    for handle in handles {
+        handle.await.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}

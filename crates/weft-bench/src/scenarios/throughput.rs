@@ -15,7 +15,7 @@ use weft_api::{ClaimRequest, CompleteRequest, SubmitRequest};
 use weft_core::{CountingStore, ReadyBoard, Store, SubmitParams};
 use weft_sdk::{HttpTransport, Transport};
 
-use super::{bar, claim_params, complete_null, ms_since, next_tasks};
+use super::{bar, claim_params, complete_null, join_all, ms_since, next_tasks};
 
 /// The scenario's sizes.
 #[derive(Clone, Copy, Debug)]
@@ -118,9 +118,7 @@ pub async fn weft_direct(
             store, board, shared, lane, spec, w,
         )));
     }
-    for handle in handles {
-        handle.await.map_err(|e| e.to_string())??;
-    }
+    join_all(handles).await?;
     let (elapsed, latencies_ms) = shared.finish()?;
     Ok(Measured {
         elapsed,
@@ -231,12 +229,8 @@ pub async fn weft_http(store: Arc<dyn Store>, spec: Spec, label: &str) -> Result
             Ok::<(), String>(())
         }));
     }
-    let mut outcome = Ok(());
-    for handle in handles {
-        if let Err(e) = handle.await.map_err(|e| e.to_string()).and_then(|r| r) {
-            outcome = Err(e);
-        }
-    }
+    // The server stops whatever happened to the clients.
+    let outcome = join_all(handles).await;
     let _ = stop.send(());
     serving
         .await
@@ -289,9 +283,7 @@ pub async fn raw_valkey(url: &str, spec: Spec, label: &str) -> Result<Measured, 
         let (shared, key, calls) = (Arc::clone(&shared), key.clone(), Arc::clone(&calls));
         handles.push(tokio::spawn(raw_worker(conn, shared, key, calls, spec)));
     }
-    for handle in handles {
-        handle.await.map_err(|e| e.to_string())??;
-    }
+    join_all(handles).await?;
     let (elapsed, latencies_ms) = shared.finish()?;
     Ok(Measured {
         elapsed,

@@ -30,8 +30,8 @@ use weft_core::flow::{
     OnFailure, StateCounts,
 };
 use weft_core::{
-    ClaimParams, Execution, FlowId, FlowListParams, ListParams, State, StoreEvent, SubmitParams,
-    Task, RETENTION_MS_DEFAULT,
+    ClaimParams, CompleteParams, Execution, FlowId, FlowListParams, ListParams, State, StoreEvent,
+    SubmitParams, Task, RETENTION_MS_DEFAULT,
 };
 
 use crate::support::{
@@ -1120,5 +1120,32 @@ pub async fn retention_purges_flows_with_their_last_member(h: Harness) {
         .await
         .expect("create with the freed key");
     assert!(again.created, "the key went with its flow");
+    assert_audit_clean(&h).await;
+}
+
+/// A member completed in the brief form (as workers do) settles its flow
+/// like a full completion: its downstream becomes claimable with its
+/// result as input.
+pub async fn brief_completion_settles_the_flow(h: Harness) {
+    if unsupported(&h) {
+        return;
+    }
+    let flow = create(&h, &spec(&["a", "b"], &[("a", "b")])).await;
+    let task = claim_node(&h, &flow.id, "a", LONG_LEASE_MS).await;
+    let params = CompleteParams {
+        execution_id: task.execution_id.clone(),
+        lease: task.lease_ref(),
+        result: result_of("a"),
+    };
+    let state = h.store.execution_complete_brief(&params).await;
+    assert_eq!(state.expect("brief complete"), State::Completed);
+    expect(
+        &h,
+        &flow.id,
+        &[("a", State::Completed), ("b", State::Waiting)],
+    )
+    .await;
+    let next = claim_node(&h, &flow.id, "b", LONG_LEASE_MS).await;
+    assert_eq!(next.inputs, inputs_of(&[("a", result_of("a"))]));
     assert_audit_clean(&h).await;
 }

@@ -186,6 +186,7 @@ macro_rules! conformance_suite {
                 list_filters_and_cursor,
                 lane_depths_count_non_terminal,
                 factories_reach_their_states,
+                brief_writes_store_what_full_writes_store,
             }
             retry {
                 retryable_failures_back_off_then_fail,
@@ -280,6 +281,7 @@ macro_rules! conformance_suite {
                 flow_end_is_announced,
                 flows_list_by_state,
                 retention_purges_flows_with_their_last_member,
+                brief_completion_settles_the_flow,
             }
             outbox {
                 large_cascades_and_cancels_continue_through_the_outbox,

@@ -11,13 +11,13 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 use weft_core::{
-    AttemptState, ExecutionId, FlowId, LeaseEpoch, ListParams, PartitionId, State, SubmitParams,
-    LANE_DEFAULT,
+    AttemptState, CompleteParams, Execution, ExecutionId, FailParams, FlowId, LeaseEpoch,
+    ListParams, PartitionId, State, SubmitParams, LANE_DEFAULT,
 };
 
 use crate::support::{
-    assert_audit_clean, attempts, claim_params, complete, delayed, get, heartbeat, ids, list_all,
-    list_everything, now, submit, waiting, LONG_LEASE_MS, WORKER,
+    active_with, assert_audit_clean, attempts, boom, claim_params, complete, delayed, fail, get,
+    heartbeat, ids, list_all, list_everything, now, submit, waiting, LONG_LEASE_MS, WORKER,
 };
 use crate::Harness;
 
@@ -354,5 +354,105 @@ pub async fn factories_reach_their_states(h: Harness) {
         .map(|e| e.kind)
         .collect();
     assert!(kinds.iter().all(|k| k.starts_with("test.")), "{kinds:?}");
+    assert_audit_clean(&h).await;
+}
+
+/// `b` with everything that differs between two executions run the same
+/// way at different moments (ids, times, leases) taken from `a`.
+fn same_moments(a: &Execution, b: &Execution) -> Execution {
+    Execution {
+        id: a.id.clone(),
+        created_at_ms: a.created_at_ms,
+        updated_at_ms: a.updated_at_ms,
+        ready_at_ms: a.ready_at_ms,
+        run_at_ms: a.run_at_ms,
+        finished_at_ms: a.finished_at_ms,
+        ended_lease: a.ended_lease.clone(),
+        ..b.clone()
+    }
+}
+
+/// The brief forms of complete and fail (what workers use) store exactly
+/// what the full forms store, answer the state they left, replay, and are
+/// fenced and refused the same way.
+pub async fn brief_writes_store_what_full_writes_store(h: Harness) {
+    let p = SubmitParams {
+        tags: BTreeMap::from([("team".to_owned(), "mail".to_owned())]),
+        ..SubmitParams::new("brief", json!({"pad": "x".repeat(2048), "n": 1}))
+    };
+    let (_, full_task) = active_with(&h, &p, LONG_LEASE_MS).await;
+    let (_, brief_task) = active_with(&h, &p, LONG_LEASE_MS).await;
+    let result = json!({"ok": true});
+    let full = complete(&h, &full_task, result.clone())
+        .await
+        .expect("complete");
+    let params = CompleteParams {
+        execution_id: brief_task.execution_id.clone(),
+        lease: brief_task.lease_ref(),
+        result,
+    };
+    let state = h.store.execution_complete_brief(&params).await;
+    assert_eq!(state.expect("brief complete"), State::Completed);
+    let brief = get(&h, &brief_task.execution_id).await;
+    assert_eq!(
+        same_moments(&full, &brief),
+        full,
+        "a brief complete stores it all"
+    );
+    assert_eq!(brief.payload, p.payload, "the payload is untouched");
+    let replayed = h.store.execution_complete_brief(&params).await;
+    assert_eq!(replayed.expect("replay"), State::Completed);
+    assert_eq!(get(&h, &brief.id).await, brief, "a replay changes nothing");
+    let rows = attempts(&h, &brief.id).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].state, AttemptState::Succeeded);
+
+    // Fenced: a lease of another epoch and an unknown id are refused.
+    let (_, task) = active_with(&h, &p, LONG_LEASE_MS).await;
+    let mut forged = CompleteParams {
+        execution_id: task.execution_id.clone(),
+        lease: task.lease_ref(),
+        result: json!(null),
+    };
+    forged.lease.epoch = LeaseEpoch(task.lease.epoch.0 + 1);
+    let lost = h.store.execution_complete_brief(&forged).await;
+    assert_eq!(lost.map_err(|e| e.kind()), Err("lease_lost"));
+    let mut unknown = forged.clone();
+    unknown.execution_id = ExecutionId::mint(task.execution_id.partition(), 0);
+    let missing = h.store.execution_complete_brief(&unknown).await;
+    assert_eq!(missing.map_err(|e| e.kind()), Err("not_found"));
+    assert_eq!(get(&h, &task.execution_id).await.state, State::Active);
+
+    // Fail: a retryable failure backs off (delayed), the last one fails,
+    // and each stores what the full form stores.
+    let full_fail = fail(&h, &task, true).await.expect("fail");
+    let (_, task) = active_with(&h, &p, LONG_LEASE_MS).await;
+    let params = FailParams {
+        execution_id: task.execution_id.clone(),
+        lease: task.lease_ref(),
+        error: boom(),
+        retryable: true,
+    };
+    let state = h.store.execution_fail_brief(&params).await;
+    assert_eq!(state.expect("brief fail"), full_fail.state);
+    let brief_fail = get(&h, &task.execution_id).await;
+    assert_eq!(same_moments(&full_fail, &brief_fail), full_fail);
+    assert_eq!(brief_fail.failures, 1);
+    let replay = h.store.execution_fail_brief(&params).await;
+    assert_eq!(replay.expect("fail replay"), full_fail.state);
+    let once = SubmitParams {
+        max_attempts: Some(1),
+        ..p.clone()
+    };
+    let (_, task) = active_with(&h, &once, LONG_LEASE_MS).await;
+    let params = FailParams {
+        execution_id: task.execution_id.clone(),
+        lease: task.lease_ref(),
+        ..params
+    };
+    let state = h.store.execution_fail_brief(&params).await;
+    assert_eq!(state.expect("last brief fail"), State::Failed);
+    let ended = get(&h, &task.execution_id).await;
+    assert_eq!((ended.state, ended.error), (State::Failed, Some(boom())));
     assert_audit_clean(&h).await;
 }

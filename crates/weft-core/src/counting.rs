@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::flow::{Flow, FlowSpec};
 use crate::ids::{ExecutionId, FlowId, PartitionCount, PartitionId};
-use crate::model::{Attempt, Execution, SubmitParams, Task};
+use crate::model::{Attempt, Execution, State, SubmitParams, Task};
 use crate::store::{
     AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, FailParams, FlowCreated,
     FlowListParams, FlowPage, HeartbeatParams, HeartbeatReply, LaneDepth, ListParams, Page,
@@ -78,6 +78,12 @@ impl Store for CountingStore {
     }
     async fn execution_fail(&self, params: &FailParams) -> Result<Execution> {
         self.count().execution_fail(params).await
+    }
+    async fn execution_complete_brief(&self, params: &CompleteParams) -> Result<State> {
+        self.count().execution_complete_brief(params).await
+    }
+    async fn execution_fail_brief(&self, params: &FailParams) -> Result<State> {
+        self.count().execution_fail_brief(params).await
     }
     async fn execution_release(&self, params: &ReleaseParams) -> Result<Execution> {
         self.count().execution_release(params).await

@@ -423,6 +423,19 @@ pub trait Store: Send + Sync + 'static {
     /// Fails the attempt; retried per policy.
     async fn execution_fail(&self, params: &FailParams) -> Result<Execution>;
 
+    /// `execution_complete` for a caller that needs no copy of the execution
+    /// back (a worker): answers only the state it left, so a store may skip
+    /// reading and shipping the payload.
+    async fn execution_complete_brief(&self, params: &CompleteParams) -> Result<State> {
+        Ok(self.execution_complete(params).await?.state)
+    }
+
+    /// `execution_fail` answering only the state it left (`waiting`,
+    /// `delayed` or `failed`), as `execution_complete_brief` does.
+    async fn execution_fail_brief(&self, params: &FailParams) -> Result<State> {
+        Ok(self.execution_fail(params).await?.state)
+    }
+
     /// Ends the attempt `released` and makes the execution `waiting` at once,
     /// counting nothing against `max_attempts` or `max_reclaims`; fenced like
     /// complete. The same call again returns the execution as it is, until

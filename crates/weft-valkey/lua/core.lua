@@ -142,6 +142,40 @@ local function load(c, id)
   return e
 end
 
+-- Every field a write that ends a lease (complete, fail) reads or may
+-- clear: all but the bulky ones (payload, result, error, tags, signals).
+-- `id` comes first, so a missing hash answers false there.
+local CORE_FIELDS = {
+  'id', 'state', 'lane', 'requires', 'priority', 'ready_at_ms', 'run_at_ms',
+  'created_at_ms', 'updated_at_ms', 'finished_at_ms', 'deadline_at_ms', 'timeout_ms',
+  'attempts', 'failures', 'reclaims', 'epoch', 'max_attempts', 'max_reclaims',
+  'backoff_initial_ms', 'backoff_max_ms', 'backoff_multiplier', 'backoff_jitter',
+  'lease_id', 'lease_epoch', 'lease_expires_at_ms', 'lease_ms', 'lease_worker_id',
+  'lease_timeout_at_ms', 'attempt_started_at_ms', 'ended_lease_id', 'ended_lease_epoch',
+  'ended_lease_by', 'suspension', 'suspension_at_once', 'flow_id',
+}
+
+-- `load` without the bulky fields, for writes that reply only their
+-- outcome: the payload is never copied into Lua. A flow member is loaded
+-- whole, since settling it on its flow reads the rest. A record so loaded
+-- (`e.core`) is never replied whole (`flat` refuses it).
+local function load_core(c, id)
+  local v = redis.call('HMGET', exec_key(c, id), unpack(CORE_FIELDS))
+  if not v[1] then
+    return nil
+  end
+  local e = { f = {}, dirty = {}, core = true }
+  for i, k in ipairs(CORE_FIELDS) do
+    if v[i] then
+      e.f[k] = v[i]
+    end
+  end
+  if e.f.flow_id then
+    return load(c, id)
+  end
+  return e
+end
+
 local function num(e, k)
   local v = e.f[k]
   if v == nil then
@@ -183,6 +217,9 @@ local function save(c, e)
 end
 
 local function flat(e)
+  if e.core then
+    error('weft: a record loaded without its bulky fields cannot be replied whole')
+  end
   local out = {}
   for k, v in pairs(e.f) do
     out[#out + 1] = k

@@ -203,20 +203,35 @@ local function load_unrefused(keys, args, refused)
   return c, e
 end
 
+-- The reply of a write that ends a lease: the execution, or with `brief`
+-- only the outcome and the state it left.
+local function ended(e, outcome, brief)
+  if brief then
+    return ok(outcome, e.f.state)
+  end
+  return ok(outcome, flat(e))
+end
+
 -- The checks every write that ends a lease (complete, fail, release) makes,
 -- in the state machine's order: the execution of ARGV[4] exists, the same
 -- write by the lease that ended it replays (`by`), Rust's refusal
--- (ARGV[refused] = '1', when the write has one), the lease holds. Returns
--- c, e, epoch, or nil and the reply that ends the call.
-local function ending_write(keys, args, by, refused)
+-- (ARGV[refused] = '1', when the write has one), the lease holds. With
+-- `brief` the execution is loaded without its bulky fields (`load_core`).
+-- Returns c, e, epoch, or nil and the reply that ends the call.
+local function ending_write(keys, args, by, refused, brief)
   local c = ctx(keys, args, true)
-  local e, failure = load_arg(c, args)
+  local e
+  if brief then
+    e = load_core(c, args[4])
+  else
+    e = load(c, args[4])
+  end
   if not e then
-    return nil, nil, nil, failure
+    return nil, nil, nil, err('not_found')
   end
   local epoch = tonumber(args[6])
   if is_replay(e, args[5], epoch, by) then
-    return nil, nil, nil, ok('replayed', flat(e))
+    return nil, nil, nil, ended(e, 'replayed', brief)
   end
   if refused and args[refused] == '1' then
     return nil, nil, nil, err('refused')
@@ -253,9 +268,11 @@ local function fn_heartbeat(keys, args)
 end
 
 -- ARGV[4] id, [5] lease id, [6] epoch, [7] result JSON, [8] '1' when Rust
--- refuses the write (result over the limit): refused after the replay check.
+-- refuses the write (result over the limit): refused after the replay check,
+-- [9] '1' for the brief reply (`ended`).
 local function fn_complete(keys, args)
-  local c, e, epoch, reply = ending_write(keys, args, 'completed', 8)
+  local brief = args[9] == '1'
+  local c, e, epoch, reply = ending_write(keys, args, 'completed', 8, brief)
   if not e then
     return reply
   end
@@ -265,14 +282,16 @@ local function fn_complete(keys, args)
   put_ended_lease(e, args[5], epoch, 'completed')
   finish(c, e, 'completed')
   commit(c, e, before)
-  return ok('applied', flat(e))
+  return ended(e, 'applied', brief)
 end
 
 -- ARGV[4] id, [5] lease id, [6] epoch, [7] error JSON (already cut to
 -- length), [8] retryable '1' or '0', [9] '1' when Rust refuses the write
--- (error kind too long): refused after the replay check.
+-- (error kind too long): refused after the replay check, [10] '1' for the
+-- brief reply (`ended`).
 local function fn_fail(keys, args)
-  local c, e, epoch, reply = ending_write(keys, args, 'failed', 9)
+  local brief = args[10] == '1'
+  local c, e, epoch, reply = ending_write(keys, args, 'failed', 9, brief)
   if not e then
     return reply
   end
@@ -281,7 +300,7 @@ local function fn_fail(keys, args)
   put_ended_lease(e, args[5], epoch, 'failed')
   retry_or_fail(c, e, args[7], args[8] == '1', false)
   commit(c, e, before)
-  return ok('applied', flat(e))
+  return ended(e, 'applied', brief)
 end
 
 -- ARGV[4] id, [5] lease id, [6] epoch.

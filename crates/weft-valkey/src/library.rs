@@ -28,7 +28,10 @@ macro_rules! library_version {
         // 9: the library of 7 again, above 8 so servers that ran 8 upgrade.
         // 10: a suspend satisfied at once replays for its lease
         //     (`suspension_at_once`).
-        "10"
+        // 11: `weft_complete` and `weft_fail` take a brief flag: the
+        //     execution is read without its bulky fields and the reply is
+        //     the outcome and the state only.
+        "11"
     };
 }
 

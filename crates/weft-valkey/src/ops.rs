@@ -18,8 +18,8 @@ use weft_core::{
     Attempt, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, Error, Execution,
     ExecutionId, FailParams, FlowCreated, FlowId, FlowListParams, FlowPage, HeartbeatParams,
     HeartbeatReply, LaneDepth, LeaseEpoch, ListParams, Page, PartitionCount, PartitionId,
-    PartitionOwner, RebalanceParams, ReconcileReport, ReleaseParams, Result, SignalParams, Store,
-    StoreEvent, SubmitParams, Submitted, SuspendParams, Task, TickReport, LIST_LIMIT_MAX,
+    PartitionOwner, RebalanceParams, ReconcileReport, ReleaseParams, Result, SignalParams, State,
+    Store, StoreEvent, SubmitParams, Submitted, SuspendParams, Task, TickReport, LIST_LIMIT_MAX,
 };
 
 use crate::codec;
@@ -30,6 +30,58 @@ fn json(value: &serde_json::Value) -> Result<String> {
 }
 
 impl ValkeyStore {
+    /// `weft_complete`'s call and the state machine's refusal, if any (a
+    /// result over the payload limit); `brief` asks for the outcome only.
+    fn complete_cmd(
+        &self,
+        params: &CompleteParams,
+        brief: bool,
+    ) -> Result<(redis::Cmd, Option<Error>)> {
+        let id = &params.execution_id;
+        self.check_id(id)?;
+        let bytes = weft_core::payload_bytes(&params.result);
+        let max_bytes = self.inner.machine.payload_bytes_max;
+        let refused = (bytes > max_bytes).then_some(Error::PayloadTooLarge { bytes, max_bytes });
+        let mut cmd = self.call("weft_complete", id.partition());
+        cmd.arg(id.as_str())
+            .arg(&params.lease.lease_id.0)
+            .arg(params.lease.epoch.0)
+            // A refused result is never stored; do not ship it.
+            .arg(if refused.is_some() {
+                String::new()
+            } else {
+                json(&params.result)?
+            })
+            .arg(if refused.is_some() { "1" } else { "0" })
+            .arg(if brief { "1" } else { "0" });
+        Ok((cmd, refused))
+    }
+
+    /// `weft_fail`'s call and the state machine's refusal, if any (an error
+    /// kind over its limit); `brief` asks for the outcome only.
+    fn fail_cmd(&self, params: &FailParams, brief: bool) -> Result<(redis::Cmd, Option<Error>)> {
+        let id = &params.execution_id;
+        self.check_id(id)?;
+        let kind_max = weft_core::KIND_LEN_MAX;
+        let refused = params
+            .error
+            .kind
+            .as_ref()
+            .is_some_and(|k| k.len() > kind_max)
+            .then(|| Error::invalid("error.kind", format!("must be at most {kind_max} bytes")));
+        let error = params.error.clone().truncated();
+        let error = serde_json::to_string(&error).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut cmd = self.call("weft_fail", id.partition());
+        cmd.arg(id.as_str())
+            .arg(&params.lease.lease_id.0)
+            .arg(params.lease.epoch.0)
+            .arg(error)
+            .arg(if params.retryable { "1" } else { "0" })
+            .arg(if refused.is_some() { "1" } else { "0" })
+            .arg(if brief { "1" } else { "0" });
+        Ok((cmd, refused))
+    }
+
     /// One page of the list, scanning partitions in id order.
     async fn list(&self, params: &ListParams) -> Result<Page> {
         let start = params
@@ -229,45 +281,27 @@ impl Store for ValkeyStore {
     }
 
     async fn execution_complete(&self, params: &CompleteParams) -> Result<Execution> {
+        let (cmd, refused) = self.complete_cmd(params, false)?;
         let id = &params.execution_id;
-        self.check_id(id)?;
-        let bytes = weft_core::payload_bytes(&params.result);
-        let max_bytes = self.inner.machine.payload_bytes_max;
-        let refused = (bytes > max_bytes).then_some(Error::PayloadTooLarge { bytes, max_bytes });
-        let mut cmd = self.call("weft_complete", id.partition());
-        cmd.arg(id.as_str())
-            .arg(&params.lease.lease_id.0)
-            .arg(params.lease.epoch.0)
-            // A refused result is never stored; do not ship it.
-            .arg(if refused.is_some() {
-                String::new()
-            } else {
-                json(&params.result)?
-            })
-            .arg(if refused.is_some() { "1" } else { "0" });
         Self::execution_of(&self.run_on(&cmd, id, params.lease.epoch, refused).await?)
     }
 
-    async fn execution_fail(&self, params: &FailParams) -> Result<Execution> {
+    async fn execution_complete_brief(&self, params: &CompleteParams) -> Result<State> {
+        let (cmd, refused) = self.complete_cmd(params, true)?;
         let id = &params.execution_id;
-        self.check_id(id)?;
-        let kind_max = weft_core::KIND_LEN_MAX;
-        let refused = params
-            .error
-            .kind
-            .as_ref()
-            .is_some_and(|k| k.len() > kind_max)
-            .then(|| Error::invalid("error.kind", format!("must be at most {kind_max} bytes")));
-        let error = params.error.clone().truncated();
-        let error = serde_json::to_string(&error).map_err(|e| Error::Internal(e.to_string()))?;
-        let mut cmd = self.call("weft_fail", id.partition());
-        cmd.arg(id.as_str())
-            .arg(&params.lease.lease_id.0)
-            .arg(params.lease.epoch.0)
-            .arg(error)
-            .arg(if params.retryable { "1" } else { "0" })
-            .arg(if refused.is_some() { "1" } else { "0" });
+        Self::state_of(&self.run_on(&cmd, id, params.lease.epoch, refused).await?)
+    }
+
+    async fn execution_fail(&self, params: &FailParams) -> Result<Execution> {
+        let (cmd, refused) = self.fail_cmd(params, false)?;
+        let id = &params.execution_id;
         Self::execution_of(&self.run_on(&cmd, id, params.lease.epoch, refused).await?)
+    }
+
+    async fn execution_fail_brief(&self, params: &FailParams) -> Result<State> {
+        let (cmd, refused) = self.fail_cmd(params, true)?;
+        let id = &params.execution_id;
+        Self::state_of(&self.run_on(&cmd, id, params.lease.epoch, refused).await?)
     }
 
     async fn execution_release(&self, params: &ReleaseParams) -> Result<Execution> {

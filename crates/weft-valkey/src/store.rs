@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, watch};
 use weft_core::machine::{self, MachineConfig};
 use weft_core::{
     partition_for_key, ClaimParams, DueHint, Error, Execution, ExecutionId, LeaseEpoch,
-    PartitionCount, PartitionId, Result, StoreEvent, SubmitParams, Submitted, Task,
+    PartitionCount, PartitionId, Result, State, StoreEvent, SubmitParams, Submitted, Task,
 };
 
 use crate::codec::{self, Fields, Refusal};
@@ -276,6 +276,14 @@ impl ValkeyStore {
             .get(1)
             .ok_or_else(|| Error::Internal("a reply without its execution".into()))?;
         codec::decode_execution(value)
+    }
+
+    /// The state a brief reply (`[outcome, state]`) names.
+    pub(crate) fn state_of(fields: &Fields) -> Result<State> {
+        let value = fields
+            .get(1)
+            .ok_or_else(|| Error::Internal("a reply without its state".into()))?;
+        State::parse(&codec::text(value)?)
     }
 
     /// Creates an execution (see `Store::execution_submit`).

@@ -55,7 +55,8 @@ pub async fn next_tasks(
         .map_err(|e| e.to_string())
 }
 
-/// Completes `task` with a null result.
+/// Completes `task` with a null result, as an SDK worker does (the brief
+/// form: no copy of the execution back).
 pub async fn complete_null(store: &dyn Store, task: &Task) -> Result<(), String> {
     let params = CompleteParams {
         execution_id: task.execution_id.clone(),
@@ -63,7 +64,7 @@ pub async fn complete_null(store: &dyn Store, task: &Task) -> Result<(), String>
         result: serde_json::Value::Null,
     };
     store
-        .execution_complete(&params)
+        .execution_complete_brief(&params)
         .await
         .map(drop)
         .map_err(|e| e.to_string())

@@ -269,27 +269,29 @@ impl Transport for DirectTransport {
     }
 
     async fn complete(&self, id: &str, request: &CompleteRequest) -> Result<ExecutionView> {
-        let params = CompleteParams {
-            execution_id: parse_id(id)?,
-            lease: lease_ref(&request.lease_id, request.epoch),
-            result: request.result.clone(),
-        };
-        let execution = self.store.execution_complete(&params).await?;
+        let execution = self
+            .store
+            .execution_complete(&complete_params(id, request)?)
+            .await?;
         Ok(ExecutionView::from(&execution))
     }
 
     async fn fail(&self, id: &str, request: &FailRequest) -> Result<ExecutionView> {
-        let params = FailParams {
-            execution_id: parse_id(id)?,
-            lease: lease_ref(&request.lease_id, request.epoch),
-            error: ErrorInfo {
-                message: request.error.message.clone(),
-                kind: request.error.kind.clone(),
-            },
-            retryable: request.error.retryable.unwrap_or(true),
-        };
-        let execution = self.store.execution_fail(&params).await?;
+        let execution = self
+            .store
+            .execution_fail(&fail_params(id, request)?)
+            .await?;
         Ok(ExecutionView::from(&execution))
+    }
+
+    async fn complete_quietly(&self, id: &str, request: &CompleteRequest) -> Result<()> {
+        let params = complete_params(id, request)?;
+        self.store.execution_complete_brief(&params).await.map(drop)
+    }
+
+    async fn fail_quietly(&self, id: &str, request: &FailRequest) -> Result<()> {
+        let params = fail_params(id, request)?;
+        self.store.execution_fail_brief(&params).await.map(drop)
     }
 
     async fn release(&self, id: &str, request: &ReleaseRequest) -> Result<ExecutionView> {
@@ -415,4 +417,24 @@ impl Transport for DirectTransport {
         let flow = self.store.flow_cancel(&FlowId::parse(id)?).await?;
         Ok(FlowView::from(&flow))
     }
+}
+
+fn complete_params(id: &str, request: &CompleteRequest) -> Result<CompleteParams> {
+    Ok(CompleteParams {
+        execution_id: parse_id(id)?,
+        lease: lease_ref(&request.lease_id, request.epoch),
+        result: request.result.clone(),
+    })
+}
+
+fn fail_params(id: &str, request: &FailRequest) -> Result<FailParams> {
+    Ok(FailParams {
+        execution_id: parse_id(id)?,
+        lease: lease_ref(&request.lease_id, request.epoch),
+        error: ErrorInfo {
+            message: request.error.message.clone(),
+            kind: request.error.kind.clone(),
+        },
+        retryable: request.error.retryable.unwrap_or(true),
+    })
 }

@@ -147,6 +147,17 @@ pub trait Transport: Send + Sync + 'static {
     /// Ends the attempt with an error.
     async fn fail(&self, id: &str, request: &FailRequest) -> Result<ExecutionView>;
 
+    /// `complete` for a caller that needs no copy of the execution back (a
+    /// worker): a transport may skip fetching and decoding it.
+    async fn complete_quietly(&self, id: &str, request: &CompleteRequest) -> Result<()> {
+        self.complete(id, request).await.map(drop)
+    }
+
+    /// `fail` for a caller that needs no copy of the execution back.
+    async fn fail_quietly(&self, id: &str, request: &FailRequest) -> Result<()> {
+        self.fail(id, request).await.map(drop)
+    }
+
     /// Hands the attempt back unfinished (`POST /v1/executions/{id}/release`,
     /// an addition to the contract): the execution is `waiting` again at
     /// once, and nothing counts against its attempts.

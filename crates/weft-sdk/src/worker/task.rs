@@ -214,9 +214,10 @@ async fn write_complete(shared: &Shared, task: &TaskView, result: Value) -> weft
         result,
     };
     let id = task.execution_id.as_str();
-    retry_until_lapse(shared, task, || shared.transport.complete(id, &request))
-        .await
-        .map(drop)
+    retry_until_lapse(shared, task, || {
+        shared.transport.complete_quietly(id, &request)
+    })
+    .await
 }
 
 async fn write_fail(
@@ -230,9 +231,7 @@ async fn write_fail(
         error: error.to_fail_error(),
     };
     let id = task.execution_id.as_str();
-    retry_until_lapse(shared, task, || shared.transport.fail(id, &request))
-        .await
-        .map(drop)
+    retry_until_lapse(shared, task, || shared.transport.fail_quietly(id, &request)).await
 }
 
 /// Calls `write` until it answers something other than `unavailable`, or

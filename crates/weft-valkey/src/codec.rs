@@ -321,15 +321,26 @@ pub fn decode_execution(value: &Value) -> Result<Execution> {
     decode_row(Row(field_map(value)?))
 }
 
-/// The execution `weft_submit` created: the fields Rust sent, overlaid with
-/// the ones the library set (its reply), exactly as it stored them.
-pub fn decode_submitted(sent: &[(&str, String)], set: &Value) -> Result<Execution> {
-    let mut map: HashMap<String, String> = sent
-        .iter()
-        .map(|(field, value)| ((*field).to_owned(), value.clone()))
-        .collect();
-    map.extend(field_map(set)?);
-    decode_row(Row(map))
+/// The execution `weft_submit` created: the draft Rust sent it (every
+/// field that does not depend on time), overlaid with the fields the
+/// library set (its reply), exactly as it stored them. The payload is not
+/// parsed again.
+pub fn decode_submitted(draft: Execution, set: &Value) -> Result<Execution> {
+    let row = Row(field_map(set)?);
+    Ok(Execution {
+        id: ExecutionId::parse(&row.text("id")?).map_err(|_| bad("a malformed id"))?,
+        state: State::parse(&row.text("state")?).map_err(bad)?,
+        attempts: row.num("attempts")?,
+        failures: row.num("failures")?,
+        reclaims: row.num("reclaims")?,
+        epoch: LeaseEpoch(row.num("epoch")?),
+        created_at_ms: row.num("created_at_ms")?,
+        updated_at_ms: row.num("updated_at_ms")?,
+        run_at_ms: row.opt_num("run_at_ms")?,
+        ready_at_ms: row.num("ready_at_ms")?,
+        deadline_at_ms: row.opt_num("deadline_at_ms")?,
+        ..draft
+    })
 }
 
 fn decode_row(row: Row) -> Result<Execution> {

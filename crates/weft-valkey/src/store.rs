@@ -328,7 +328,7 @@ impl ValkeyStore {
                         let set = reply.get(1).ok_or_else(|| {
                             Error::Internal("a reply without its execution".into())
                         })?;
-                        codec::decode_submitted(&fields, set)?
+                        codec::decode_submitted(draft, set)?
                     } else {
                         Self::execution_of(&reply)?
                     };

@@ -18,7 +18,7 @@ local function fn_submit(keys, args)
     if existing then
       local found = load(c, existing)
       if found then
-        return ok('existing', flat(found))
+        return ok('existing', record(found))
       end
     end
   end
@@ -147,13 +147,11 @@ local function fn_claim(keys, args)
     local e = load(c, string.sub(entry[2], 17))
     if e and e.f.state == 'waiting' then
       claim_one(c, e, worker_id, args[i + #tasks], lease_ms)
-      local task = flat(e)
       if e.f.flow_id then
-        -- Not stored: the upstreams' results as they are now.
-        task[#task + 1] = '_inputs'
-        task[#task + 1] = flow_inputs(c, e)
+        -- Replied, never stored: the upstreams' results as they are now.
+        e.f._inputs = flow_inputs(c, e)
       end
-      tasks[#tasks + 1] = task
+      tasks[#tasks + 1] = record(e)
     end
   end
   return ok(tasks)
@@ -209,7 +207,7 @@ local function ended(e, outcome, brief)
   if brief then
     return ok(outcome, e.f.state)
   end
-  return ok(outcome, flat(e))
+  return ok(outcome, record(e))
 end
 
 -- The checks every write that ends a lease (complete, fail, release) makes,
@@ -310,7 +308,7 @@ local function fn_release(keys, args)
     return reply
   end
   release_one(c, e, args[5], epoch)
-  return ok('applied', flat(e))
+  return ok('applied', record(e))
 end
 
 -- ARGV[4] id, [5] lease id, [6] epoch, [7] '1' when Rust refuses the spec
@@ -325,7 +323,7 @@ local function fn_suspend(keys, args)
   end
   local epoch = tonumber(args[6])
   if is_replay(e, args[5], epoch, 'suspended') then
-    return ok('replayed', flat(e))
+    return ok('replayed', record(e))
   end
   local lost = check_lease(c, e, args[5], epoch)
   if lost then
@@ -340,7 +338,7 @@ local function fn_suspend(keys, args)
       same = same and w.name == args[7 + 3 * i]
     end
     if same then
-      return ok('replayed', flat(e))
+      return ok('replayed', record(e))
     end
   end
   local before = snapshot(c, e)
@@ -373,7 +371,7 @@ local function fn_suspend(keys, args)
     put(e, 'state', 'suspended')
   end
   commit(c, e, before)
-  return ok('applied', flat(e))
+  return ok('applied', record(e))
 end
 
 -- ARGV[4] id, [5] waitpoint, [6] payload JSON, [7] the token's suspension
@@ -428,7 +426,7 @@ local function fn_signal(keys, args)
     put(e, 'updated_at_ms', c.now)
   end
   commit(c, e, before)
-  return ok('applied', flat(e))
+  return ok('applied', record(e))
 end
 
 -- ARGV[4] id, [5] '1' when a reason follows, [6] reason, [7] '1' when Rust
@@ -440,7 +438,7 @@ local function fn_cancel(keys, args)
   end
   local st = e.f.state
   if st == 'cancelled' then
-    return ok('replayed', flat(e))
+    return ok('replayed', record(e))
   end
   if TERMINAL[st] then
     return err('conflict_ended', st)
@@ -450,7 +448,7 @@ local function fn_cancel(keys, args)
     reason = args[6]
   end
   cancel_one(c, e, reason)
-  return ok('applied', flat(e))
+  return ok('applied', record(e))
 end
 
 -- ARGV[4] id.
@@ -467,7 +465,7 @@ local function fn_replay(keys, args)
     return err('conflict_not_ended', e.f.state)
   end
   replay_one(c, e)
-  return ok('applied', flat(e))
+  return ok('applied', record(e))
 end
 
 -- ARGV[4] id.
@@ -477,7 +475,7 @@ local function fn_get(keys, args)
   if not e then
     return failure
   end
-  return ok(flat(e))
+  return ok(record(e))
 end
 
 -- ARGV[4] id. Replies the ended attempts' rows, then the running one's,
@@ -512,7 +510,7 @@ local function fn_list(keys, args)
   return lex_scan(c.root .. 'all', args[4], tonumber(args[5]), tonumber(args[6]), function(id)
     local e = load(c, id)
     if e and list_matches(e, args[7], args[8], args[9], args[10]) then
-      return flat(e)
+      return record(e)
     end
   end)
 end

@@ -13,6 +13,9 @@
 //! empty = none), stored when it ends and made up from the execution's
 //! fields while it runs.
 //!
+//! An execution travels back as one MessagePack map of its fields (strings
+//! only), which `field_map` reads as it reads a flat field list.
+//!
 //! Invariants: `decode_execution(encode(e))` gives back `e`; every reply is
 //! `['ok', …]` or `['err', kind, detail, detail]`; a malformed reply is an
 //! `Internal` error, never a panic.
@@ -122,8 +125,13 @@ pub fn status(value: Value) -> Result<std::result::Result<Fields, Refusal>> {
     }
 }
 
-/// A flat `field, value, …` array as a map.
+/// A record as a map: an execution the library packed (`record` in
+/// `core.lua`: one MessagePack map of strings), or a flat
+/// `field, value, …` array.
 pub fn field_map(value: &Value) -> Result<HashMap<String, String>> {
+    if let Value::BulkString(bytes) = value {
+        return packed_map(bytes);
+    }
     let items = array(value)?;
     let mut map = HashMap::with_capacity(items.len() / 2);
     for pair in items.chunks(2) {
@@ -133,6 +141,77 @@ pub fn field_map(value: &Value) -> Result<HashMap<String, String>> {
         map.insert(text(k)?, text(v)?);
     }
     Ok(map)
+}
+
+/// Most fields one packed record may hold: an execution has about 50, plus
+/// two per buffered or resumed signal.
+const PACKED_FIELDS_MAX: usize = 1024;
+
+/// A MessagePack map whose keys and values are all strings, as Lua's
+/// `cmsgpack.pack` writes a table of strings (fixmap/map16/map32 of
+/// fixstr/str8/str16/str32).
+fn packed_map(bytes: &[u8]) -> Result<HashMap<String, String>> {
+    let mut reader = Packed { bytes, at: 0 };
+    let len = match reader.byte()? {
+        b @ 0x80..=0x8f => usize::from(b & 0x0f),
+        0xde => reader.big_endian(2)?,
+        0xdf => reader.big_endian(4)?,
+        other => return Err(bad(format!("a packed record starting {other:#04x}"))),
+    };
+    if len > PACKED_FIELDS_MAX {
+        return Err(bad(format!("a packed record of {len} fields")));
+    }
+    let mut map = HashMap::with_capacity(len);
+    for _ in 0..len {
+        let field = reader.text()?;
+        map.insert(field, reader.text()?);
+    }
+    if reader.at != bytes.len() {
+        return Err(bad("bytes after a packed record"));
+    }
+    Ok(map)
+}
+
+/// A cursor over a packed record.
+struct Packed<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Packed<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8]> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&end| end <= self.bytes.len());
+        let end = end.ok_or_else(|| bad("a packed record cut short"))?;
+        let slice = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(slice)
+    }
+
+    fn byte(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn big_endian(&mut self, n: usize) -> Result<usize> {
+        Ok(self
+            .take(n)?
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b)))
+    }
+
+    fn text(&mut self) -> Result<String> {
+        let len = match self.byte()? {
+            b @ 0xa0..=0xbf => usize::from(b & 0x1f),
+            0xd9 => self.big_endian(1)?,
+            0xda => self.big_endian(2)?,
+            0xdb => self.big_endian(4)?,
+            other => return Err(bad(format!("a packed value of type {other:#04x}"))),
+        };
+        let bytes = self.take(len)?.to_vec();
+        String::from_utf8(bytes).map_err(|_| bad("non-UTF-8 text in a packed record"))
+    }
 }
 
 /// Turns a refusal about one execution into Weft's error; `refused` is
@@ -318,7 +397,12 @@ pub fn decode_suspension(raw: &str) -> Result<Suspension> {
 
 /// Parses a stored execution hash (as `HGETALL` or the library returns it).
 pub fn decode_execution(value: &Value) -> Result<Execution> {
-    decode_row(Row(field_map(value)?))
+    decode_fields(field_map(value)?)
+}
+
+/// An execution from its fields (`field_map`).
+pub fn decode_fields(fields: HashMap<String, String>) -> Result<Execution> {
+    decode_row(Row(fields))
 }
 
 /// The execution `weft_submit` created: the draft Rust sent it (every
@@ -610,8 +694,63 @@ pub fn add_depths(
 
 #[cfg(test)]
 mod tests {
-    //! Attempt entries and refusals decode as documented.
+    //! Attempt entries, packed records and refusals decode as documented.
     use super::*;
+
+    /// `text` as MessagePack, in the smallest form for its length.
+    fn packed_text(text: &str) -> Vec<u8> {
+        let len = text.len();
+        let mut out = match len {
+            0..=31 => vec![0xa0 | len as u8],
+            32..=255 => vec![0xd9, len as u8],
+            256..=65_535 => vec![0xda, (len >> 8) as u8, len as u8],
+            _ => {
+                let mut head = vec![0xdb];
+                head.extend_from_slice(&(len as u32).to_be_bytes());
+                head
+            }
+        };
+        out.extend_from_slice(text.as_bytes());
+        out
+    }
+
+    #[test]
+    fn packed_records_read_every_string_form() {
+        let long = "p".repeat(70_000);
+        let pairs = [
+            ("id", "ex_1"),
+            ("kind", &*"k".repeat(40)),
+            ("payload", &*long),
+        ];
+        let mut bytes = vec![0xde, 0, pairs.len() as u8];
+        for (k, v) in pairs {
+            bytes.extend(packed_text(k));
+            bytes.extend(packed_text(v));
+        }
+        let map = field_map(&Value::BulkString(bytes.clone())).unwrap();
+        assert_eq!(map.len(), 3);
+        assert_eq!(map["payload"], long);
+        assert_eq!(map["kind"], "k".repeat(40));
+        let mut fixmap = bytes.clone();
+        fixmap.splice(0..3, [0x83]);
+        assert_eq!(field_map(&Value::BulkString(fixmap)).unwrap(), map);
+    }
+
+    #[test]
+    fn malformed_packed_records_are_errors() {
+        let good: Vec<u8> = [vec![0x81], packed_text("a"), packed_text("b")].concat();
+        assert!(field_map(&Value::BulkString(good.clone())).is_ok());
+        let cut = good[..good.len() - 1].to_vec();
+        let trailing = [good.clone(), vec![0]].concat();
+        let number_value = [vec![0x81], packed_text("a"), vec![0x01]].concat();
+        let not_a_map = vec![0x91, 0xa0];
+        let huge = vec![0xdf, 0xff, 0xff, 0xff, 0xff];
+        let long_len = vec![0x81, 0xdb, 0xff, 0xff, 0xff, 0xff];
+        for bytes in [cut, trailing, number_value, not_a_map, huge, long_len] {
+            let err = field_map(&Value::BulkString(bytes.clone())).unwrap_err();
+            assert_eq!(err.kind(), "internal", "{bytes:?}");
+        }
+    }
 
     #[test]
     fn attempts_round_trip() {

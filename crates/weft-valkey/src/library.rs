@@ -31,7 +31,9 @@ macro_rules! library_version {
         // 11: `weft_complete` and `weft_fail` take a brief flag: the
         //     execution is read without its bulky fields and the reply is
         //     the outcome and the state only.
-        "11"
+        // 12: an execution is replied as one MessagePack map of its fields
+        //     (`record`), no longer as a flat field list.
+        "12"
     };
 }
 

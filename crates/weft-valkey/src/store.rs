@@ -485,9 +485,11 @@ pub(crate) fn decode_tasks(reply: Value) -> Result<Vec<Task>> {
     codec::array(list)?
         .iter()
         .map(|value| {
-            let mut task = Task::from_claimed(codec::decode_execution(value)?)?;
-            if let Some(raw) = codec::field_map(value)?.get("_inputs") {
-                task.inputs = serde_json::from_str(raw)
+            let mut fields = codec::field_map(value)?;
+            let inputs = fields.remove("_inputs");
+            let mut task = Task::from_claimed(codec::decode_fields(fields)?)?;
+            if let Some(raw) = inputs {
+                task.inputs = serde_json::from_str(&raw)
                     .map_err(|e| Error::Internal(format!("claim inputs: {e}")))?;
             }
             Ok(task)

@@ -17,7 +17,7 @@ use weft_core::{PartitionCount, Store};
 use weft_engine::{Engine, EngineConfig};
 
 use report::{Percentiles, Row};
-use scenarios::throughput::{self, Spec};
+use scenarios::throughput::{self, Calls, Spec};
 
 /// Weft's benchmark. Sizes default to what fits a 2-core machine.
 #[derive(Parser, Debug)]
@@ -38,6 +38,10 @@ struct Args {
     /// Most tasks one claim takes.
     #[arg(long, default_value_t = 8)]
     claim_batch: u32,
+    /// Executions per submit call in the batched run (`submit_many`); its
+    /// workers complete each claim's tasks in one call (`complete_many`).
+    #[arg(long, default_value_t = 50)]
+    submit_batch: u32,
     /// Tasks in the delayed-work scenario.
     #[arg(long, default_value_t = 1000)]
     delayed: u32,
@@ -110,11 +114,33 @@ impl Backend {
         }
     }
 
-    fn http_name(&self) -> &'static str {
+    fn store_name(&self) -> &'static str {
         match self {
-            Backend::Valkey => "weft/valkey http",
-            Backend::Sqlite => "weft/sqlite http",
+            Backend::Valkey => "weft/valkey",
+            Backend::Sqlite => "weft/sqlite",
         }
+    }
+}
+
+/// How scenario 1 reaches Weft: the SDK's direct calls one task at a time,
+/// the same with batch calls, or HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Direct,
+    Batched,
+    Http,
+}
+
+impl Mode {
+    const ALL: [Mode; 3] = [Mode::Direct, Mode::Batched, Mode::Http];
+
+    fn label(&self, backend: &Backend) -> String {
+        let how = match self {
+            Mode::Direct => "direct",
+            Mode::Batched => "batched",
+            Mode::Http => "http",
+        };
+        format!("{} {how}", backend.store_name())
     }
 }
 
@@ -169,6 +195,7 @@ async fn run(args: &Args) -> Result<Vec<Row>, String> {
         workers: args.workers,
         producers: args.producers,
         claim_batch: args.claim_batch,
+        submit_batch: args.submit_batch,
     };
     let wanted = |n: u8| args.only.is_empty() || args.only.contains(&n);
     let mut rows = Vec::new();
@@ -177,8 +204,8 @@ async fn run(args: &Args) -> Result<Vec<Row>, String> {
         let baseline_rate = baseline.throughput_per_s;
         rows.push(baseline);
         for backend in &args.backends {
-            for http in [false, true] {
-                let mut row = throughput_row(&env, backend, spec, http).await?;
+            for mode in Mode::ALL {
+                let mut row = throughput_row(&env, backend, spec, mode).await?;
                 row.ratio_to_baseline = row.throughput_per_s.zip(baseline_rate).map(|(w, b)| w / b);
                 rows.push(row);
             }
@@ -231,32 +258,22 @@ async fn throughput_row(
     env: &Env,
     backend: &Backend,
     spec: Spec,
-    http: bool,
+    mode: Mode,
 ) -> Result<Row, String> {
+    let label = mode.label(backend);
+    let name = label.as_str();
     let store = env
-        .store(
-            backend,
-            if http {
-                "throughput-http"
-            } else {
-                "throughput"
-            },
-        )
+        .store(backend, &format!("throughput-{mode:?}").to_lowercase())
         .await?;
-    let name = if http {
-        backend.http_name()
-    } else {
-        backend.name()
-    };
     let engine = Engine::try_start(Arc::clone(&store), EngineConfig::default())
         .map_err(|e| e.to_string())?;
     let before = env.server_commands().await;
     let client_cpu = cpu::CpuSpan::start(None);
     let store_cpu = cpu::CpuSpan::start(env.valkey_pid);
-    let mut m = if http {
-        throughput::weft_http(store, spec, name).await?
-    } else {
-        throughput::weft_direct(store, spec, name).await?
+    let mut m = match mode {
+        Mode::Direct => throughput::weft_direct(store, spec, name, Calls::One).await?,
+        Mode::Batched => throughput::weft_direct(store, spec, name, Calls::Batched).await?,
+        Mode::Http => throughput::weft_http(store, spec, name).await?,
     };
     let valkey = matches!(backend, Backend::Valkey);
     let commands = if valkey {
@@ -272,16 +289,29 @@ async fn throughput_row(
         row.store_cpu_ms = None;
         row.note = "SQLite runs inside the Weft process".into();
     }
-    if http {
-        let http_note = "server, producers and workers in one process";
-        row.note = if row.note.is_empty() {
-            http_note.to_owned()
-        } else {
-            format!("{}; {http_note}", row.note)
-        };
+    if mode == Mode::Batched {
+        row.note = join_note(
+            &row.note,
+            &format!(
+                "submit_many of {}, complete_many per claim",
+                spec.submit_batch
+            ),
+        );
+    }
+    if mode == Mode::Http {
+        row.note = join_note(&row.note, "server, producers and workers in one process");
     }
     engine.shutdown().await;
     Ok(row)
+}
+
+/// `note`, then `more` after a semicolon when there was a note.
+fn join_note(note: &str, more: &str) -> String {
+    if note.is_empty() {
+        more.to_owned()
+    } else {
+        format!("{note}; {more}")
+    }
 }
 
 fn throughput_measured_row(

@@ -71,7 +71,7 @@ fn edge_on(from: &str, to: &str, on: EdgeOn) -> FlowEdge {
 }
 
 /// Nodes in lanes of a fresh base, and success edges.
-fn spec(nodes: &[&str], edges: &[(&str, &str)]) -> FlowSpec {
+pub(crate) fn spec(nodes: &[&str], edges: &[(&str, &str)]) -> FlowSpec {
     let base = unique_lane();
     FlowSpec {
         nodes: nodes.iter().map(|k| node(&base, k)).collect(),

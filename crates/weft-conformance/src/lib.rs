@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use weft_core::{ManualClock, Store};
 
+pub mod batches;
 pub mod cancel_replay;
 pub mod claims;
 pub mod engine;
@@ -285,6 +286,13 @@ macro_rules! conformance_suite {
             }
             outbox {
                 large_cascades_and_cancels_continue_through_the_outbox,
+            }
+            batches {
+                submit_many_creates_each_in_order,
+                submit_many_refuses_a_bad_batch_whole,
+                submit_many_honours_idempotency_keys,
+                complete_many_reports_each_item,
+                complete_many_settles_flows,
             }
             waitpoints {
                 suspend_all_resumes_on_every_signal,

@@ -442,3 +442,12 @@ pub fn assert_invalid<T: Debug>(result: Result<T>, field: &str, what: &str) {
         other => panic!("{what}: expected invalid_argument on {field:?}, got {other:?}"),
     }
 }
+
+/// What `task`'s worker sends to complete it with `result`.
+pub fn completion(task: &Task, result: Value) -> CompleteParams {
+    CompleteParams {
+        execution_id: task.execution_id.clone(),
+        lease: lease_of(task),
+        result,
+    }
+}

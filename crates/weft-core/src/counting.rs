@@ -79,6 +79,15 @@ impl Store for CountingStore {
     async fn execution_fail(&self, params: &FailParams) -> Result<Execution> {
         self.count().execution_fail(params).await
     }
+    async fn execution_submit_many(&self, params: &[SubmitParams]) -> Result<Vec<Submitted>> {
+        self.count().execution_submit_many(params).await
+    }
+    async fn execution_complete_many(
+        &self,
+        params: &[CompleteParams],
+    ) -> Result<Vec<Result<State>>> {
+        self.count().execution_complete_many(params).await
+    }
     async fn execution_complete_brief(&self, params: &CompleteParams) -> Result<State> {
         self.count().execution_complete_brief(params).await
     }

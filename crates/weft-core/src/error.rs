@@ -70,6 +70,18 @@ impl Error {
         }
     }
 
+    /// This error as it concerns item `index` of the batch `list`: an
+    /// `InvalidArgument` names `list[index].field`; other errors are kept.
+    pub fn at_item(self, list: &str, index: usize) -> Self {
+        match self {
+            Self::InvalidArgument { field, message } => Self::InvalidArgument {
+                field: format!("{list}[{index}].{field}"),
+                message,
+            },
+            other => other,
+        }
+    }
+
     /// A `Conflict` with `message`.
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::Conflict {

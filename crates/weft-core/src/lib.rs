@@ -40,9 +40,9 @@ pub use machine::{
 };
 pub use model::*;
 pub use store::{
-    claim_across, claim_detached, page_cut, release_claimed, AuditReport, CancelParams,
-    ClaimParams, CompleteParams, DueHint, FailParams, FlowCreated, FlowListParams, FlowPage,
-    HeartbeatParams, HeartbeatReply, LaneDepth, ListParams, Page, PartitionOwner, RebalanceParams,
-    ReconcileReport, ReleaseParams, SignalParams, Store, StoreEvent, Submitted, SuspendParams,
-    TickReport, CLAIM_LANES_MAX, LIST_LIMIT_MAX,
+    check_batch, claim_across, claim_detached, page_cut, release_claimed, AuditReport,
+    CancelParams, ClaimParams, CompleteParams, DueHint, FailParams, FlowCreated, FlowListParams,
+    FlowPage, HeartbeatParams, HeartbeatReply, LaneDepth, ListParams, Page, PartitionOwner,
+    RebalanceParams, ReconcileReport, ReleaseParams, SignalParams, Store, StoreEvent, Submitted,
+    SuspendParams, TickReport, BATCH_MAX, CLAIM_LANES_MAX, LIST_LIMIT_MAX,
 };

@@ -25,6 +25,22 @@ use crate::model::{
 /// Most executions one list page returns.
 pub const LIST_LIMIT_MAX: u32 = 1000;
 
+/// Most items one batch call (`execution_submit_many`,
+/// `execution_complete_many`) takes.
+pub const BATCH_MAX: usize = 500;
+
+/// `invalid_argument` for a batch of more than `BATCH_MAX` items or none.
+pub fn check_batch(field: &str, len: usize) -> Result<()> {
+    if (1..=BATCH_MAX).contains(&len) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!("must hold 1 to {BATCH_MAX} items, got {len}"),
+        ))
+    }
+}
+
 /// What a submit returns.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Submitted {
@@ -395,6 +411,22 @@ pub trait Store: Send + Sync + 'static {
     /// Creates an execution, or returns the one with the same idempotency key.
     async fn execution_submit(&self, params: &SubmitParams) -> Result<Submitted>;
 
+    /// Creates several executions: like `execution_submit` for each item, in
+    /// order, each atomic on its own. A store may put the items without an
+    /// idempotency key in one partition and write them in one call. Every
+    /// item is validated before anything is written: one bad item refuses
+    /// the batch. The default submits one item after another and stops at
+    /// the first refusal (the items before it stay created); both stores
+    /// override it.
+    async fn execution_submit_many(&self, params: &[SubmitParams]) -> Result<Vec<Submitted>> {
+        check_batch("executions", params.len())?;
+        let mut out = Vec::with_capacity(params.len());
+        for item in params {
+            out.push(self.execution_submit(item).await?);
+        }
+        Ok(out)
+    }
+
     /// Claims up to `params.max` waiting executions of one partition: highest
     /// priority first, then longest claimable.
     async fn execution_claim(
@@ -428,6 +460,21 @@ pub trait Store: Send + Sync + 'static {
     /// reading and shipping the payload.
     async fn execution_complete_brief(&self, params: &CompleteParams) -> Result<State> {
         Ok(self.execution_complete(params).await?.state)
+    }
+
+    /// `execution_complete_brief` for several attempts: each item's outcome
+    /// on its own (a lost lease refuses that item only), in order. A store
+    /// may complete the items of one partition in one call.
+    async fn execution_complete_many(
+        &self,
+        params: &[CompleteParams],
+    ) -> Result<Vec<Result<State>>> {
+        check_batch("completions", params.len())?;
+        let mut out = Vec::with_capacity(params.len());
+        for item in params {
+            out.push(self.execution_complete_brief(item).await);
+        }
+        Ok(out)
     }
 
     /// `execution_fail` answering only the state it left (`waiting`,

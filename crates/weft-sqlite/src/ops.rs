@@ -10,15 +10,18 @@
 //! change, the timers cleared and set. A transition of a flow member settles
 //! its flow in the same transaction (`commit_transition`). A failed
 //! operation returns before writing or rolls back with its transaction.
+//! Batches run their items in one transaction, through the same functions
+//! as a single item: a submit batch is all or nothing; a completion batch
+//! keeps each item's refusal to that item (`isolated`).
 
 use weft_core::flow::Flow;
 use weft_core::machine::{self, Command, Outcome, Transition};
 use weft_core::{
-    partition_for_key, ClaimParams, DueHint, Error, Execution, ExecutionId, LeaseId, PartitionId,
-    Result, State, StoreEvent, SubmitParams, Submitted, Task,
+    partition_for_key, ClaimParams, CompleteParams, DueHint, Error, Execution, ExecutionId,
+    LeaseId, PartitionId, Result, State, StoreEvent, SubmitParams, Submitted, Task,
 };
 
-use crate::db::Ctx;
+use crate::db::{db_error, Ctx};
 use crate::{attempts, executions, flow_ops, timers};
 
 /// Writes a transition of the execution `old` (`None` for a submit).
@@ -104,13 +107,46 @@ pub(crate) fn load_required(ctx: &Ctx<'_>, id: &ExecutionId) -> Result<Execution
 
 /// Creates an execution, or finds the one holding the idempotency key.
 pub(crate) fn submit(ctx: &mut Ctx<'_>, params: &SubmitParams) -> Result<Submitted> {
+    let transition = prepare_submit(ctx, params)?;
+    write_submit(ctx, params, transition)
+}
+
+/// Creates executions in order, all or none: every item is checked before
+/// the first write (a refusal names the item), and a write that fails rolls
+/// the whole transaction back. A key held before, or by an earlier item,
+/// yields that execution.
+pub(crate) fn submit_many(ctx: &mut Ctx<'_>, params: &[SubmitParams]) -> Result<Vec<Submitted>> {
+    let prepared = params
+        .iter()
+        .enumerate()
+        .map(|(index, item)| prepare_submit(ctx, item).map_err(|e| e.at_item("executions", index)))
+        .collect::<Result<Vec<_>>>()?;
+    params
+        .iter()
+        .zip(prepared)
+        .map(|(item, transition)| write_submit(ctx, item, transition))
+        .collect()
+}
+
+/// The transition creating `params`' execution, or why `params` is refused;
+/// writes nothing.
+fn prepare_submit(ctx: &Ctx<'_>, params: &SubmitParams) -> Result<Transition> {
     let partition = match &params.idempotency_key {
         Some(key) => partition_for_key("", key, ctx.partitions),
         None => ctx.partitions.random(),
     };
     let id = ExecutionId::mint(partition, ctx.now_ms);
     // Validate first: a bad submit is refused even if its key is known.
-    let mut transition = machine::submit(id, params, ctx.now_ms, ctx.machine)?;
+    machine::submit(id, params, ctx.now_ms, ctx.machine)
+}
+
+/// Writes a prepared submit, unless its idempotency key already names an
+/// execution, which is returned instead.
+fn write_submit(
+    ctx: &mut Ctx<'_>,
+    params: &SubmitParams,
+    mut transition: Transition,
+) -> Result<Submitted> {
     if let Some(key) = &params.idempotency_key {
         if let Some(owner) = executions::key_owner(ctx.conn, key)? {
             match executions::load(ctx.conn, &owner)? {
@@ -136,6 +172,68 @@ pub(crate) fn submit(ctx: &mut Ctx<'_>, params: &SubmitParams) -> Result<Submitt
         execution,
         created: true,
     })
+}
+
+/// The command a worker's completion is.
+pub(crate) fn complete_command(params: &CompleteParams) -> Command {
+    Command::Complete {
+        lease: params.lease.clone(),
+        result: params.result.clone(),
+    }
+}
+
+/// Applies each completion in order, each as `apply` would alone, and
+/// answers each one's outcome: a refused item writes nothing and does not
+/// stop the others.
+pub(crate) fn complete_many(
+    ctx: &mut Ctx<'_>,
+    params: &[CompleteParams],
+) -> Result<Vec<Result<State>>> {
+    let mut out = Vec::with_capacity(params.len());
+    for item in params {
+        let command = complete_command(item);
+        let outcome = isolated(ctx, |ctx| {
+            apply(ctx, &item.execution_id, command).map(|exec| exec.state)
+        })?;
+        out.push(outcome);
+    }
+    Ok(out)
+}
+
+/// Runs one item of a batch under a savepoint, so that its failure undoes
+/// its own writes (a flow settle can fail after the execution was written)
+/// and its unpublished hints and events, and nothing of the items before.
+/// The outer error ends the whole batch: the savepoint itself failed, or
+/// SQLite already rolled the transaction back (I/O, full disk), or the store
+/// is unavailable, so the batch is better retried as a whole.
+fn isolated<T>(ctx: &mut Ctx<'_>, op: impl FnOnce(&mut Ctx<'_>) -> Result<T>) -> Result<Result<T>> {
+    let (hints, events) = (ctx.hints.len(), ctx.events.len());
+    run_sql(ctx, "SAVEPOINT batch_item")?;
+    match op(ctx) {
+        Ok(value) => {
+            run_sql(ctx, "RELEASE batch_item")?;
+            Ok(Ok(value))
+        }
+        Err(error) => {
+            if ctx.conn.is_autocommit() || matches!(error, Error::Unavailable(_)) {
+                return Err(error);
+            }
+            run_sql(ctx, "ROLLBACK TO batch_item")?;
+            run_sql(ctx, "RELEASE batch_item")?;
+            ctx.hints.truncate(hints);
+            ctx.events.truncate(events);
+            Ok(Err(error))
+        }
+    }
+}
+
+/// Runs one statement that returns no rows.
+fn run_sql(ctx: &Ctx<'_>, sql: &str) -> Result<()> {
+    ctx.conn
+        .prepare_cached(sql)
+        .and_then(|mut stmt| stmt.execute([]))
+        .map_err(db_error)?;
+    Ok(())
 }
 
 /// Applies `command` to one execution and writes the result; a replayed write

@@ -14,11 +14,11 @@ use tokio::sync::broadcast;
 use weft_core::flow::{Flow, FlowSpec};
 use weft_core::machine::Command;
 use weft_core::{
-    Attempt, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, Error, Execution,
-    ExecutionId, FailParams, FlowCreated, FlowId, FlowListParams, FlowPage, HeartbeatParams,
-    HeartbeatReply, LaneDepth, ListParams, Page, PartitionCount, PartitionId, PartitionOwner,
-    RebalanceParams, ReconcileReport, ReleaseParams, Result, SignalParams, Store, StoreEvent,
-    SubmitParams, Submitted, SuspendParams, Task, TickReport, LIST_LIMIT_MAX,
+    check_batch, Attempt, AuditReport, CancelParams, ClaimParams, CompleteParams, DueHint, Error,
+    Execution, ExecutionId, FailParams, FlowCreated, FlowId, FlowListParams, FlowPage,
+    HeartbeatParams, HeartbeatReply, LaneDepth, ListParams, Page, PartitionCount, PartitionId,
+    PartitionOwner, RebalanceParams, ReconcileReport, ReleaseParams, Result, SignalParams, State,
+    Store, StoreEvent, SubmitParams, Submitted, SuspendParams, Task, TickReport, LIST_LIMIT_MAX,
 };
 
 use crate::config::SqliteConfig;
@@ -101,6 +101,14 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn execution_submit_many(&self, params: &[SubmitParams]) -> Result<Vec<Submitted>> {
+        check_batch("executions", params.len())?;
+        let params = params.to_vec();
+        // One transaction for the batch: one commit instead of one per item.
+        self.run(Access::Write, move |ctx| ops::submit_many(ctx, &params))
+            .await
+    }
+
     async fn execution_claim(
         &self,
         partition: PartitionId,
@@ -141,11 +149,19 @@ impl Store for SqliteStore {
     }
 
     async fn execution_complete(&self, params: &CompleteParams) -> Result<Execution> {
-        let command = Command::Complete {
-            lease: params.lease.clone(),
-            result: params.result.clone(),
-        };
+        let command = ops::complete_command(params);
         self.command(&params.execution_id, command).await
+    }
+
+    async fn execution_complete_many(
+        &self,
+        params: &[CompleteParams],
+    ) -> Result<Vec<Result<State>>> {
+        check_batch("completions", params.len())?;
+        let params = params.to_vec();
+        // One transaction for the batch: one commit instead of one per item.
+        self.run(Access::Write, move |ctx| ops::complete_many(ctx, &params))
+            .await
     }
 
     async fn execution_fail(&self, params: &FailParams) -> Result<Execution> {

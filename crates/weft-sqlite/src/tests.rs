@@ -699,3 +699,56 @@ async fn a_transition_that_breaks_a_flow_changes_nothing() {
     );
     assert_eq!(store.execution_get(&a).await.unwrap().state, State::Waiting);
 }
+
+#[tokio::test]
+async fn a_batch_item_that_breaks_a_flow_changes_only_itself() {
+    // The member's row is written before its flow fails to settle: the
+    // item's savepoint must undo that write and its event, and keep the
+    // other items of the batch.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weft.db");
+    let store = SqliteStore::open(SqliteConfig::file(&path).with_partitions(count(1))).unwrap();
+    let flow = store.flow_create(&two_node_flow()).await.unwrap().flow;
+    let member = flow.member("a").unwrap().clone();
+    let plain = store
+        .execution_submit(&SubmitParams::new("job", json!(null)))
+        .await
+        .unwrap()
+        .execution;
+    let claim = claim_params(&["default"], &[], 10, 60_000);
+    let tasks = store.execution_claim(PartitionId(0), &claim).await.unwrap();
+    let claimed: BTreeSet<ExecutionId> = tasks.iter().map(|t| t.execution_id.clone()).collect();
+    assert_eq!(claimed, BTreeSet::from([member.clone(), plain.id.clone()]));
+    raw(&path).execute("DELETE FROM flows", []).unwrap();
+    let mut events = store.events().unwrap();
+
+    let batch: Vec<CompleteParams> = tasks
+        .iter()
+        .map(|t| CompleteParams {
+            execution_id: t.execution_id.clone(),
+            lease: lease_of(t),
+            result: json!("done"),
+        })
+        .collect();
+    let out = store.execution_complete_many(&batch).await.unwrap();
+    for (task, outcome) in tasks.iter().zip(&out) {
+        let exec = store.execution_get(&task.execution_id).await.unwrap();
+        if task.execution_id == plain.id {
+            assert_eq!(outcome, &Ok(State::Completed));
+            assert_eq!(exec.state, State::Completed);
+        } else {
+            assert_eq!(outcome.as_ref().map_err(|e| e.kind()), Err("internal"));
+            assert_eq!(exec.state, State::Active, "the member's write rolled back");
+            assert!(exec.result.is_none());
+            let rows = store.attempt_list(&member).await.unwrap();
+            assert_eq!(rows.last().unwrap().state, AttemptState::Running);
+        }
+    }
+    let mut ended = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let StoreEvent::Ended { id, .. } = event {
+            ended.push(id);
+        }
+    }
+    assert_eq!(ended, [plain.id], "only the applied item is announced");
+}

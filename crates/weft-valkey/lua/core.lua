@@ -61,6 +61,7 @@ local function ctx(keys, args, with_time)
     events = args[2] .. 'events',
     partition = args[3],
     hints = true,
+    ready_sent = {},
   }
   if with_time then
     c.now = now_ms()

@@ -4,15 +4,14 @@
 -- Argument layout after the header (ARGV[1..3]) is given per function; the
 -- Rust side (src/ops.rs) builds exactly these lists.
 
--- ARGV[4] id prefix (`ex_` + partition), [5] 8 random hex digits,
--- [6] delay_ms or '', [7] run_at_ms or '', [8] idempotency key or '',
--- [9..] field/value pairs of the fields that do not depend on time.
--- Replies 'existing' and the stored execution, or 'created' and only the
--- fields the library set: the stored hash is ARGV[9..] overlaid with them,
--- which Rust rebuilds from what it sent (no payload copied back).
-local function fn_submit(keys, args)
-  local c = ctx(keys, args, true)
-  local idem = args[8]
+-- Creates one execution from ARGV[at..last]: 8 random hex digits, delay_ms
+-- or '', run_at_ms or '', idempotency key or '', then the field/value
+-- pairs of the fields that do not depend on time. Returns 'existing' and
+-- the stored execution, or 'created' and only the fields the library set:
+-- the stored hash is the pairs overlaid with them, which Rust rebuilds
+-- from what it sent (no payload copied back), or `collision`.
+local function submit_item(c, args, at, last)
+  local idem = args[at + 3]
   if idem ~= '' then
     local existing = redis.call('HGET', c.root .. 'k', idem)
     if existing then
@@ -22,25 +21,25 @@ local function fn_submit(keys, args)
       end
     end
   end
-  local id = args[4] .. string.format('%012x', c.now % 281474976710656) .. args[5]
+  local id = c.id_prefix .. args[at]
   -- Claims the id in the listing index first; a taken id writes nothing.
   if redis.call('ZADD', c.root .. 'all', 'NX', 0, id) == 0 then
     return err('collision')
   end
   local f = {}
-  for i = 9, #args, 2 do
+  for i = at + 4, last, 2 do
     f[args[i]] = args[i + 1]
   end
   local run_at
-  if args[6] ~= '' then
-    run_at = c.now + tonumber(args[6])
-  elseif args[7] ~= '' then
-    run_at = tonumber(args[7])
+  if args[at + 1] ~= '' then
+    run_at = c.now + tonumber(args[at + 1])
+  elseif args[at + 2] ~= '' then
+    run_at = tonumber(args[at + 2])
   end
   if run_at and run_at <= c.now then
     run_at = nil
   end
-  local now = int(c.now)
+  local now = c.now_text
   local set = {
     'id', id, 'state', run_at and 'delayed' or 'waiting',
     'created_at_ms', now, 'updated_at_ms', now,
@@ -59,21 +58,56 @@ local function fn_submit(keys, args)
     set[#set + 1] = 'deadline_at_ms'
     set[#set + 1] = int(c.now + deadline)
   end
-  -- The hash is ARGV[9..] then `set`, written in one HSET (a later pair
-  -- wins) without building the list again; `e` has nothing left to save.
   for i = 1, #set, 2 do
     f[set[i]] = set[i + 1]
-    args[#args + 1] = set[i]
-    args[#args + 1] = set[i + 1]
   end
-  redis.call('HSET', exec_key(c, id), unpack(args, 9))
+  -- Two writes instead of one list built again: the sent pairs, then `set`
+  -- (a later pair wins); `e` has nothing left to save.
+  local key = exec_key(c, id)
+  redis.call('HSET', key, unpack(args, at + 4, last))
+  redis.call('HSET', key, unpack(set))
   local e = { f = f, dirty = {} }
   commit(c, e, nil)
-  redis.call('SADD', c.root .. 'lanes', e.f.lane)
+  if not c.lanes_listed[f.lane] then
+    c.lanes_listed[f.lane] = true
+    redis.call('SADD', c.root .. 'lanes', f.lane)
+  end
   if idem ~= '' then
     redis.call('HSET', c.root .. 'k', idem, id)
   end
   return ok('created', set)
+end
+
+-- The context of a submit: ids are ARGV[4] (`ex_` + partition), the
+-- store's time in hex, then each item's random digits.
+local function submit_ctx(keys, args)
+  local c = ctx(keys, args, true)
+  c.id_prefix = args[4] .. string.format('%012x', c.now % 281474976710656)
+  c.now_text = int(c.now)
+  c.lanes_listed = {}
+  return c
+end
+
+-- ARGV[4] id prefix, [5..] one item as `submit_item` reads it.
+local function fn_submit(keys, args)
+  return submit_item(submit_ctx(keys, args), args, 5, #args)
+end
+
+-- ARGV[4] id prefix, [5] the number of items, then per item the number of
+-- its field/value pairs and the item as `submit_item` reads it. Replies
+-- each item's reply, in order. A lane is listed and a ready event sent
+-- once per call, not per item.
+local function fn_submit_many(keys, args)
+  local c = submit_ctx(keys, args)
+  c.defer = deferral()
+  local replies, at = {}, 6
+  for n = 1, tonumber(args[5]) do
+    local last = at + 4 + 2 * tonumber(args[at])
+    replies[n] = submit_item(c, args, at + 1, last)
+    at = last + 1
+  end
+  flush_deferred(c)
+  return ok(replies)
 end
 
 local function capset_within(capset, have)
@@ -93,10 +127,10 @@ end
 local function claim_candidates(c, lanes, have, max)
   local entries = {}
   for _, lane in ipairs(lanes) do
-    for _, capset in ipairs(redis.call('SMEMBERS', capsets_key(c, lane))) do
+    for _, capset in ipairs(lane_capsets(c, lane)) do
       if capset_within(capset, have) then
         local got = redis.call('ZRANGE', ready_key(c, lane, capset), 0, max - 1, 'WITHSCORES')
-        if #got == 0 then
+        if #got == 0 and capset ~= '' then
           redis.call('SREM', capsets_key(c, lane), capset)
         end
         for i = 1, #got, 2 do
@@ -139,6 +173,7 @@ local function fn_claim(keys, args)
   local c = ctx(keys, args, true)
   local worker_id, lease_ms, max = args[4], tonumber(args[5]), tonumber(args[6])
   local have, lanes, i = claim_filter(args, 7)
+  c.defer = deferral()
   local tasks = {}
   for _, entry in ipairs(claim_candidates(c, lanes, have, max)) do
     if #tasks >= max then
@@ -154,6 +189,7 @@ local function fn_claim(keys, args)
       tasks[#tasks + 1] = record(e)
     end
   end
+  flush_deferred(c)
   return ok(tasks)
 end
 
@@ -165,7 +201,7 @@ local function fn_claimable(keys, args)
   local have, lanes = claim_filter(args, 5)
   local n = 0
   for _, lane in ipairs(lanes) do
-    for _, capset in ipairs(redis.call('SMEMBERS', capsets_key(c, lane))) do
+    for _, capset in ipairs(lane_capsets(c, lane)) do
       if n >= max then
         return ok(int(n))
       end
@@ -211,32 +247,43 @@ local function ended(e, outcome, brief)
 end
 
 -- The checks every write that ends a lease (complete, fail, release) makes,
--- in the state machine's order: the execution of ARGV[4] exists, the same
--- write by the lease that ended it replays (`by`), Rust's refusal
--- (ARGV[refused] = '1', when the write has one), the lease holds. With
--- `brief` the execution is loaded without its bulky fields (`load_core`).
--- Returns c, e, epoch, or nil and the reply that ends the call.
-local function ending_write(keys, args, by, refused, brief)
-  local c = ctx(keys, args, true)
+-- in the state machine's order: the execution `id` exists, the same write
+-- by the lease that ended it replays (`by`), Rust's refusal (`refused` =
+-- '1', when the write has one), the lease holds. With `brief` the
+-- execution is loaded without its bulky fields (`load_core`). Returns e
+-- and the epoch, or nil and the reply that ends the call.
+local function ending_checks(c, id, lease_id, epoch_text, by, refused, brief)
   local e
   if brief then
-    e = load_core(c, args[4])
+    e = load_core(c, id)
   else
-    e = load(c, args[4])
+    e = load(c, id)
   end
   if not e then
-    return nil, nil, nil, err('not_found')
+    return nil, err('not_found')
   end
-  local epoch = tonumber(args[6])
-  if is_replay(e, args[5], epoch, by) then
-    return nil, nil, nil, ended(e, 'replayed', brief)
+  local epoch = tonumber(epoch_text)
+  if is_replay(e, lease_id, epoch, by) then
+    return nil, ended(e, 'replayed', brief)
   end
-  if refused and args[refused] == '1' then
-    return nil, nil, nil, err('refused')
+  if refused == '1' then
+    return nil, err('refused')
   end
-  local lost = check_lease(c, e, args[5], epoch)
+  local lost = check_lease(c, e, lease_id, epoch)
   if lost then
-    return nil, nil, nil, err('lease_lost', lost)
+    return nil, err('lease_lost', lost)
+  end
+  return e, epoch
+end
+
+-- `ending_checks` for a call about the execution of ARGV[4], its lease
+-- ARGV[5] and epoch ARGV[6]; refused when ARGV[refused] = '1'. Returns c,
+-- e, epoch, or nil and the reply that ends the call.
+local function ending_write(keys, args, by, refused, brief)
+  local c = ctx(keys, args, true)
+  local e, epoch = ending_checks(c, args[4], args[5], args[6], by, refused and args[refused], brief)
+  if not e then
+    return nil, nil, nil, epoch
   end
   return c, e, epoch
 end
@@ -265,6 +312,16 @@ local function fn_heartbeat(keys, args)
   return ok(e.f.lease_expires_at_ms, '0')
 end
 
+-- `complete`: the attempt succeeded with `result`.
+local function complete_one(c, e, lease_id, epoch, result)
+  local before = snapshot(c, e)
+  end_attempt(c, e, 'succeeded', nil)
+  put(e, 'result', result)
+  put_ended_lease(e, lease_id, epoch, 'completed')
+  finish(c, e, 'completed')
+  commit(c, e, before)
+end
+
 -- ARGV[4] id, [5] lease id, [6] epoch, [7] result JSON, [8] '1' when Rust
 -- refuses the write (result over the limit): refused after the replay check,
 -- [9] '1' for the brief reply (`ended`).
@@ -274,13 +331,30 @@ local function fn_complete(keys, args)
   if not e then
     return reply
   end
-  local before = snapshot(c, e)
-  end_attempt(c, e, 'succeeded', nil)
-  put(e, 'result', args[7])
-  put_ended_lease(e, args[5], epoch, 'completed')
-  finish(c, e, 'completed')
-  commit(c, e, before)
+  complete_one(c, e, args[5], epoch, args[7])
   return ended(e, 'applied', brief)
+end
+
+-- ARGV[4] the number of items, then per item: id, lease id, epoch, result
+-- JSON, '1' when Rust refuses it. Completes each as `weft_complete` does
+-- with the brief reply, and replies each item's reply, in order.
+local function fn_complete_many(keys, args)
+  local c = ctx(keys, args, true)
+  c.defer = deferral()
+  local replies = {}
+  for n = 1, tonumber(args[4]) do
+    local at = 5 * n
+    local e, epoch = ending_checks(c, args[at], args[at + 1], args[at + 2], 'completed',
+      args[at + 4], true)
+    if e then
+      complete_one(c, e, args[at + 1], epoch, args[at + 3])
+      replies[n] = ended(e, 'applied', true)
+    else
+      replies[n] = epoch
+    end
+  end
+  flush_deferred(c)
+  return ok(replies)
 end
 
 -- ARGV[4] id, [5] lease id, [6] epoch, [7] error JSON (already cut to

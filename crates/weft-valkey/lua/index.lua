@@ -16,6 +16,20 @@ local function capsets_key(c, lane)
   return c.root .. 'c|' .. lane
 end
 
+-- The capability sets of `lane` that may hold ready work: the empty set
+-- always, never listed (most work needs no capability, and listing it
+-- would cost a write on every submit), then those listed in `c|<lane>`.
+-- (A library before version 13 listed the empty set too; it is skipped.)
+local function lane_capsets(c, lane)
+  local sets = { '' }
+  for _, capset in ipairs(redis.call('SMEMBERS', capsets_key(c, lane))) do
+    if capset ~= '' then
+      sets[#sets + 1] = capset
+    end
+  end
+  return sets
+end
+
 local function state_key(c, state, lane)
   return c.root .. 's:' .. state .. '|' .. lane
 end
@@ -78,12 +92,71 @@ local function snapshot(c, e)
   }
 end
 
+-- Deferred index and timer writes. A call over many executions (a batch,
+-- a claim of several) sets `c.defer = deferral()`: each SADD, SREM, ZADD
+-- and ZREM of an index or the due-index then joins one variadic command
+-- per (command, key), sent by `flush_deferred` before the call replies.
+-- Nothing in such a call reads those keys back except the due-index's
+-- earliest entry for a hint, which may then be earlier than the truth:
+-- the engine wakes early and finds the true one. A member met again with
+-- another command or score sends what is pending first, so every member
+-- sees its writes in order; met again the same way, it is sent once.
+local function deferral()
+  return { groups = {}, order = {}, seen = {} }
+end
+
+local function flush_deferred(c)
+  local d = c.defer
+  if d and #d.order > 0 then
+    for _, command in ipairs(d.order) do
+      redis.call(unpack(command))
+    end
+    c.defer = deferral()
+  end
+end
+
+-- `cmd key [score] member`, now or deferred (see `deferral`).
+local function index_write(c, cmd, key, member, score)
+  local d = c.defer
+  if not d then
+    if score then
+      redis.call(cmd, key, score, member)
+    else
+      redis.call(cmd, key, member)
+    end
+    return
+  end
+  local tag = key .. SEP .. member
+  local how = cmd .. (score or '')
+  local before = d.seen[tag]
+  if before == how then
+    return
+  end
+  if before then
+    flush_deferred(c)
+    d = c.defer
+  end
+  d.seen[tag] = how
+  local group = d.groups[cmd .. SEP .. key]
+  if not group then
+    group = { cmd, key }
+    d.groups[cmd .. SEP .. key] = group
+    d.order[#d.order + 1] = group
+  end
+  if score then
+    group[#group + 1] = score
+  end
+  group[#group + 1] = member
+end
+
 local function index_add(c, ix)
   if ix.zset then
-    redis.call('ZADD', ix.key, int(ix.score), ix.member)
-    redis.call('SADD', capsets_key(c, ix.lane), ix.capset)
+    index_write(c, 'ZADD', ix.key, ix.member, int(ix.score))
+    if ix.capset ~= '' then
+      index_write(c, 'SADD', capsets_key(c, ix.lane), ix.capset)
+    end
   else
-    redis.call('SADD', ix.key, ix.member)
+    index_write(c, 'SADD', ix.key, ix.member)
   end
 end
 
@@ -92,9 +165,9 @@ end
 -- a ZCARD on every removal).
 local function index_remove(c, ix)
   if ix.zset then
-    redis.call('ZREM', ix.key, ix.member)
+    index_write(c, 'ZREM', ix.key, ix.member)
   else
-    redis.call('SREM', ix.key, ix.member)
+    index_write(c, 'SREM', ix.key, ix.member)
   end
 end
 
@@ -140,12 +213,12 @@ local function move_timers(c, id, old, new)
   end
   for kind, due in pairs(old) do
     if new[kind] ~= due then
-      redis.call('ZREM', c.root .. 't', timer_member(kind, id))
+      index_write(c, 'ZREM', c.root .. 't', timer_member(kind, id))
     end
   end
   for kind, due in pairs(new) do
     if old[kind] ~= due then
-      redis.call('ZADD', c.root .. 't', int(due), timer_member(kind, id))
+      index_write(c, 'ZADD', c.root .. 't', timer_member(kind, id), int(due))
     end
   end
   if hint then
@@ -162,8 +235,12 @@ end
 -- `E|<state>|<id>` when it ends, for `Store::events` (advisory, may be lost).
 local function publish_events(c, e, before, after)
   if after.index.zset and (before == nil or not same_index(before.index, after.index)) then
-    local capset = e.f.requires or ''
-    redis.call('PUBLISH', c.events, 'R|' .. c.partition .. '|' .. e.f.lane .. '|' .. capset)
+    local event = 'R|' .. c.partition .. '|' .. e.f.lane .. '|' .. (e.f.requires or '')
+    -- One event per (lane, capability set) and call says all it needs to.
+    if not c.ready_sent[event] then
+      c.ready_sent[event] = true
+      redis.call('PUBLISH', c.events, event)
+    end
   end
   if TERMINAL[after.state] and (before == nil or not TERMINAL[before.state]) then
     redis.call('PUBLISH', c.events, 'E|' .. after.state .. '|' .. e.f.id)
@@ -187,7 +264,14 @@ local function commit(c, e, before)
     move_timers(c, e.f.id, before.timers, after.timers)
   end
   if e.f.flow_id then
+    -- Settling reads the flow's members and indexes: nothing deferred.
+    local d = c.defer
+    flush_deferred(c)
+    c.defer = nil
     flow_hook(c, e.f.flow_id, before and before.state, e)
+    if d then
+      c.defer = deferral()
+    end
   end
 end
 

@@ -54,7 +54,7 @@ local function audit_execution(c, e, problem)
     if tonumber(redis.call('ZSCORE', ix.key, ix.member)) ~= ix.score then
       problem(id .. ' is waiting but not in its ready index ' .. ix.key)
     end
-    if redis.call('SISMEMBER', capsets_key(c, ix.lane), ix.capset) == 0 then
+    if ix.capset ~= '' and redis.call('SISMEMBER', capsets_key(c, ix.lane), ix.capset) == 0 then
       problem(id .. ': capability set "' .. ix.capset .. '" is not listed for its lane')
     end
   elseif redis.call('SISMEMBER', ix.key, id) == 0 then
@@ -98,7 +98,7 @@ local function audit_indexes(c, problem)
     end
   end
   for _, lane in ipairs(lanes) do
-    for _, capset in ipairs(redis.call('SMEMBERS', capsets_key(c, lane))) do
+    for _, capset in ipairs(lane_capsets(c, lane)) do
       local got = redis.call('ZRANGE', ready_key(c, lane, capset), 0, -1, 'WITHSCORES')
       for i = 1, #got, 2 do
         local id = string.sub(got[i], 17)
@@ -164,7 +164,7 @@ local function fn_depths(keys, args)
   end
   for _, lane in ipairs(redis.call('SMEMBERS', c.root .. 'lanes')) do
     local waiting = 0
-    for _, capset in ipairs(redis.call('SMEMBERS', capsets_key(c, lane))) do
+    for _, capset in ipairs(lane_capsets(c, lane)) do
       waiting = waiting + redis.call('ZCARD', ready_key(c, lane, capset))
     end
     add(lane, 'waiting', waiting)

@@ -33,7 +33,11 @@ macro_rules! library_version {
         //     the outcome and the state only.
         // 12: an execution is replied as one MessagePack map of its fields
         //     (`record`), no longer as a flat field list.
-        "12"
+        // 13: the empty capability set is never listed in `c|<lane>`.
+        // 14: `weft_submit_many` and `weft_complete_many`; batch calls and
+        //     claims send their index and timer writes as one variadic
+        //     command per key.
+        "14"
     };
 }
 

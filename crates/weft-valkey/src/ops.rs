@@ -39,22 +39,99 @@ impl ValkeyStore {
     ) -> Result<(redis::Cmd, Option<Error>)> {
         let id = &params.execution_id;
         self.check_id(id)?;
-        let bytes = weft_core::payload_bytes(&params.result);
-        let max_bytes = self.inner.machine.payload_bytes_max;
-        let refused = (bytes > max_bytes).then_some(Error::PayloadTooLarge { bytes, max_bytes });
+        let (refused, result) = self.complete_result(params)?;
         let mut cmd = self.call("weft_complete", id.partition());
         cmd.arg(id.as_str())
             .arg(&params.lease.lease_id.0)
             .arg(params.lease.epoch.0)
-            // A refused result is never stored; do not ship it.
-            .arg(if refused.is_some() {
-                String::new()
-            } else {
-                json(&params.result)?
-            })
+            .arg(result)
             .arg(if refused.is_some() { "1" } else { "0" })
             .arg(if brief { "1" } else { "0" });
         Ok((cmd, refused))
+    }
+
+    /// Completes several attempts (see `Store::execution_complete_many`):
+    /// one `weft_complete_many` per partition and chunk, all in one
+    /// pipeline; an id of a partition this store lacks is `not_found`.
+    async fn complete_many(&self, params: &[CompleteParams]) -> Result<Vec<Result<State>>> {
+        weft_core::check_batch("completions", params.len())?;
+        let mut out: Vec<Option<Result<State>>> = (0..params.len()).map(|_| None).collect();
+        let mut refusals = Vec::with_capacity(params.len());
+        let mut groups: BTreeMap<PartitionId, Vec<(usize, String)>> = BTreeMap::new();
+        for (index, item) in params.iter().enumerate() {
+            let (refused, result) = self.complete_result(item)?;
+            refusals.push(refused);
+            match self.check_id(&item.execution_id) {
+                Ok(()) => groups
+                    .entry(item.execution_id.partition())
+                    .or_default()
+                    .push((index, result)),
+                Err(e) => out[index] = Some(Err(e)),
+            }
+        }
+        let mut pipe = redis::pipe();
+        let mut chunks = Vec::new();
+        for (partition, items) in &groups {
+            for chunk in items.chunks(crate::store::BATCH_CHUNK_MAX) {
+                let mut cmd = self.call("weft_complete_many", *partition);
+                cmd.arg(chunk.len());
+                for (index, result) in chunk {
+                    let item = &params[*index];
+                    cmd.arg(item.execution_id.as_str())
+                        .arg(&item.lease.lease_id.0)
+                        .arg(item.lease.epoch.0)
+                        .arg(result)
+                        .arg(if refusals[*index].is_some() { "1" } else { "0" });
+                }
+                pipe.add_command(cmd);
+                chunks.push(chunk);
+            }
+        }
+        if !chunks.is_empty() {
+            for (reply, chunk) in self.run_pipeline(&pipe).await?.into_iter().zip(chunks) {
+                let replies = codec::status(reply)?
+                    .map_err(|r| Error::Internal(format!("complete_many refused: {r:?}")))?;
+                let items = match replies.into_iter().next() {
+                    Some(redis::Value::Array(items)) if items.len() == chunk.len() => items,
+                    other => {
+                        return Err(Error::Internal(format!(
+                            "complete_many replied {other:?} for {} items",
+                            chunk.len()
+                        )))
+                    }
+                };
+                for (item, (index, _)) in items.into_iter().zip(chunk) {
+                    let p = &params[*index];
+                    out[*index] = Some(match codec::status(item)? {
+                        Ok(fields) => Self::state_of(&fields),
+                        Err(refusal) => Err(codec::refusal_error(
+                            refusal,
+                            &p.execution_id,
+                            p.lease.epoch,
+                            refusals[*index].take(),
+                        )),
+                    });
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| r.ok_or_else(|| Error::Internal("a completion without its outcome".into())))
+            .collect()
+    }
+
+    /// The state machine's refusal of a completion, if any (a result over
+    /// the payload limit), and the result's JSON to ship (empty when
+    /// refused: a refused result is never stored).
+    fn complete_result(&self, params: &CompleteParams) -> Result<(Option<Error>, String)> {
+        let bytes = weft_core::payload_bytes(&params.result);
+        let max_bytes = self.inner.machine.payload_bytes_max;
+        if bytes > max_bytes {
+            return Ok((
+                Some(Error::PayloadTooLarge { bytes, max_bytes }),
+                String::new(),
+            ));
+        }
+        Ok((None, json(&params.result)?))
     }
 
     /// `weft_fail`'s call and the state machine's refusal, if any (an error
@@ -290,6 +367,17 @@ impl Store for ValkeyStore {
         let (cmd, refused) = self.complete_cmd(params, true)?;
         let id = &params.execution_id;
         Self::state_of(&self.run_on(&cmd, id, params.lease.epoch, refused).await?)
+    }
+
+    async fn execution_submit_many(&self, params: &[SubmitParams]) -> Result<Vec<Submitted>> {
+        self.submit_many(params).await
+    }
+
+    async fn execution_complete_many(
+        &self,
+        params: &[CompleteParams],
+    ) -> Result<Vec<Result<State>>> {
+        self.complete_many(params).await
     }
 
     async fn execution_fail(&self, params: &FailParams) -> Result<Execution> {

@@ -10,6 +10,7 @@
 //! time is Valkey's `TIME`, read inside the function; a reply the client
 //! cannot parse is `internal`, a server it cannot reach is `unavailable`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a submit retries after an id collision (same ms and random).
 const SUBMIT_COLLISION_RETRIES: u32 = 3;
+
+/// Most items one `weft_submit_many` or `weft_complete_many` call takes, so
+/// one call never holds the server for long.
+pub(crate) const BATCH_CHUNK_MAX: usize = 100;
 /// Ids `weft_list` examines per call before handing back a cursor.
 pub(crate) const LIST_SCAN_BUDGET: u32 = 5_000;
 
@@ -279,20 +284,21 @@ impl ValkeyStore {
     }
 
     /// The state a brief reply (`[outcome, state]`) names.
-    pub(crate) fn state_of(fields: &Fields) -> Result<State> {
+    pub(crate) fn state_of(fields: &[Value]) -> Result<State> {
         let value = fields
             .get(1)
             .ok_or_else(|| Error::Internal("a reply without its state".into()))?;
         State::parse(&codec::text(value)?)
     }
 
-    /// Creates an execution (see `Store::execution_submit`).
-    pub(crate) async fn submit(&self, params: &SubmitParams) -> Result<Submitted> {
-        let count = self.inner.count;
-        let partition = match &params.idempotency_key {
-            Some(key) => partition_for_key("", key, count),
-            None => count.random(),
-        };
+    /// Validates `params` as the state machine does and returns the draft
+    /// execution (every field that does not depend on time) and the fields
+    /// `weft_submit` stores from it.
+    fn submit_draft(
+        &self,
+        params: &SubmitParams,
+        partition: PartitionId,
+    ) -> Result<(Execution, Vec<(&'static str, String)>)> {
         // The state machine validates and fills every default; the fields
         // that depend on time are computed again by the library.
         let draft = machine::submit(
@@ -310,37 +316,105 @@ impl ValkeyStore {
             ));
         }
         let fields = codec::submit_fields(&draft)?;
+        Ok((draft, fields))
+    }
+
+    /// The partition of a new execution: its key's, or `otherwise`.
+    fn submit_partition(&self, params: &SubmitParams, otherwise: PartitionId) -> PartitionId {
+        match &params.idempotency_key {
+            Some(key) => partition_for_key("", key, self.inner.count),
+            None => otherwise,
+        }
+    }
+
+    /// Creates an execution (see `Store::execution_submit`).
+    pub(crate) async fn submit(&self, params: &SubmitParams) -> Result<Submitted> {
+        let partition = self.submit_partition(params, self.inner.count.random());
+        let (mut draft, fields) = self.submit_draft(params, partition)?;
         for _ in 0..SUBMIT_COLLISION_RETRIES {
             let mut cmd = self.call("weft_submit", partition);
-            cmd.arg(format!("ex_{:04x}", partition.0))
-                .arg(format!("{:08x}", fastrand::u32(..)))
-                .arg(params.delay_ms.map(|d| d.to_string()).unwrap_or_default())
-                .arg(params.run_at_ms.map(|d| d.to_string()).unwrap_or_default())
-                .arg(params.idempotency_key.clone().unwrap_or_default());
-            for (field, value) in &fields {
-                cmd.arg(*field).arg(value);
-            }
-            match codec::status(self.run(&cmd).await?)? {
-                Ok(reply) => {
-                    let created = reply.first().map(codec::text).transpose()?;
-                    let created = created.as_deref() == Some("created");
-                    let execution = if created {
-                        let set = reply.get(1).ok_or_else(|| {
-                            Error::Internal("a reply without its execution".into())
-                        })?;
-                        codec::decode_submitted(draft, set)?
-                    } else {
-                        Self::execution_of(&reply)?
-                    };
-                    return Ok(Submitted { execution, created });
-                }
-                Err(Refusal { kind, .. }) if kind == "collision" => continue,
-                Err(refusal) => {
-                    return Err(Error::Internal(format!("submit refused: {refusal:?}")))
-                }
+            cmd.arg(format!("ex_{:04x}", partition.0));
+            submit_item_args(&mut cmd, params, &fields);
+            match decode_submit_reply(self.run(&cmd).await?, draft)? {
+                Ok(submitted) => return Ok(submitted),
+                Err(again) => draft = again,
             }
         }
         Err(Error::Internal("submit kept minting ids that exist".into()))
+    }
+
+    /// Creates several executions (see `Store::execution_submit_many`): the
+    /// items without an idempotency key share one random partition, the
+    /// others go to their key's; one `weft_submit_many` per partition and
+    /// chunk of `BATCH_CHUNK_MAX`, all in one pipeline.
+    pub(crate) async fn submit_many(&self, params: &[SubmitParams]) -> Result<Vec<Submitted>> {
+        weft_core::check_batch("executions", params.len())?;
+        let shared = self.inner.count.random();
+        let mut drafts = Vec::with_capacity(params.len());
+        for (index, item) in params.iter().enumerate() {
+            let partition = self.submit_partition(item, shared);
+            let (draft, fields) = self
+                .submit_draft(item, partition)
+                .map_err(|e| e.at_item("executions", index))?;
+            drafts.push((partition, Some(draft), fields));
+        }
+        let mut out: Vec<Option<Submitted>> = vec![None; params.len()];
+        let mut pending: Vec<usize> = (0..params.len()).collect();
+        for _ in 0..SUBMIT_COLLISION_RETRIES {
+            if pending.is_empty() {
+                break;
+            }
+            let mut groups: BTreeMap<PartitionId, Vec<usize>> = BTreeMap::new();
+            for &index in &pending {
+                groups.entry(drafts[index].0).or_default().push(index);
+            }
+            let mut pipe = redis::pipe();
+            let mut chunks = Vec::new();
+            for (partition, indexes) in &groups {
+                for chunk in indexes.chunks(BATCH_CHUNK_MAX) {
+                    let mut cmd = self.call("weft_submit_many", *partition);
+                    cmd.arg(format!("ex_{:04x}", partition.0)).arg(chunk.len());
+                    for &index in chunk {
+                        let fields = &drafts[index].2;
+                        cmd.arg(fields.len());
+                        submit_item_args(&mut cmd, &params[index], fields);
+                    }
+                    pipe.add_command(cmd);
+                    chunks.push(chunk);
+                }
+            }
+            let mut collided = Vec::new();
+            for (reply, chunk) in self.run_pipeline(&pipe).await?.into_iter().zip(chunks) {
+                let replies = codec::status(reply)?
+                    .map_err(|r| Error::Internal(format!("submit_many refused: {r:?}")))?;
+                let items = match replies.into_iter().next() {
+                    Some(Value::Array(items)) if items.len() == chunk.len() => items,
+                    other => {
+                        return Err(Error::Internal(format!(
+                            "submit_many replied {other:?} for {} items",
+                            chunk.len()
+                        )))
+                    }
+                };
+                for (item, &index) in items.into_iter().zip(chunk) {
+                    let draft = drafts[index]
+                        .1
+                        .take()
+                        .ok_or_else(|| Error::Internal("an item submitted twice".into()))?;
+                    match decode_submit_reply(item, draft)? {
+                        Ok(submitted) => out[index] = Some(submitted),
+                        Err(again) => {
+                            drafts[index].1 = Some(again);
+                            collided.push(index);
+                        }
+                    }
+                }
+            }
+            pending = collided;
+        }
+        out.into_iter()
+            .map(|s| s.ok_or_else(|| Error::Internal("submit kept minting ids that exist".into())))
+            .collect()
     }
 
     /// The `weft_claim` call for one partition; `claim` must be normalized.
@@ -477,6 +551,44 @@ async fn init_partitions(
 }
 
 /// The tasks of one `weft_claim` reply.
+/// Appends one item of `weft_submit` / `weft_submit_many`: its random id
+/// digits, delay, run_at, idempotency key and stored fields.
+fn submit_item_args(cmd: &mut Cmd, params: &SubmitParams, fields: &[(&'static str, String)]) {
+    cmd.arg(format!("{:08x}", fastrand::u32(..)))
+        .arg(params.delay_ms.map(|d| d.to_string()).unwrap_or_default())
+        .arg(params.run_at_ms.map(|d| d.to_string()).unwrap_or_default())
+        .arg(params.idempotency_key.as_deref().unwrap_or_default());
+    for (field, value) in fields {
+        cmd.arg(*field).arg(value);
+    }
+}
+
+/// One submit's reply: the execution (`draft` overlaid with what the
+/// library set, or the existing one), or the draft back when its id was
+/// taken (to try again with other digits).
+fn decode_submit_reply(
+    reply: Value,
+    draft: Execution,
+) -> Result<std::result::Result<Submitted, Execution>> {
+    match codec::status(reply)? {
+        Ok(reply) => {
+            let created = reply.first().map(codec::text).transpose()?;
+            let created = created.as_deref() == Some("created");
+            let execution = if created {
+                let set = reply
+                    .get(1)
+                    .ok_or_else(|| Error::Internal("a reply without its execution".into()))?;
+                codec::decode_submitted(draft, set)?
+            } else {
+                ValkeyStore::execution_of(&reply)?
+            };
+            Ok(Ok(Submitted { execution, created }))
+        }
+        Err(Refusal { kind, .. }) if kind == "collision" => Ok(Err(draft)),
+        Err(refusal) => Err(Error::Internal(format!("submit refused: {refusal:?}"))),
+    }
+}
+
 pub(crate) fn decode_tasks(reply: Value) -> Result<Vec<Task>> {
     let fields = codec::status(reply)?.map_err(|r| Error::Internal(format!("claim: {r:?}")))?;
     let Some(list) = fields.first() else {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use weft_api::{ClaimRequest, CompleteRequest, SubmitRequest};
-use weft_core::{CountingStore, ReadyBoard, Store, SubmitParams};
+use weft_core::{CompleteParams, CountingStore, ReadyBoard, Store, SubmitParams};
 use weft_sdk::{HttpTransport, Transport};
 
 use super::{bar, claim_params, complete_null, join_all, ms_since, next_tasks};
@@ -30,6 +30,8 @@ pub struct Spec {
     pub producers: u32,
     /// Most items one claim takes.
     pub claim_batch: u32,
+    /// Executions per `submit_many` in the batched run.
+    pub submit_batch: u32,
 }
 
 /// What one run measured.
@@ -81,32 +83,54 @@ fn padding(bytes: usize) -> String {
     "x".repeat(bytes)
 }
 
+/// How the direct runs call the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Calls {
+    /// One execution per submit, one task per complete (as the SDK does).
+    One,
+    /// `submit_batch` executions per `execution_submit_many`, and each
+    /// claim's tasks completed with one `execution_complete_many`.
+    Batched,
+}
+
 /// Runs the scenario on a Weft store through the `Store` trait directly.
 pub async fn weft_direct(
     store: Arc<dyn Store>,
     spec: Spec,
     label: &str,
+    calls: Calls,
 ) -> Result<Measured, String> {
     let counting = Arc::new(CountingStore::new(store));
     let shared = Arc::new(Shared::new(spec.tasks, label));
     let lane = format!("bench-{:08x}", fastrand_u32());
     let board = ReadyBoard::follow(counting.as_ref());
+    let batch = match calls {
+        Calls::One => 1,
+        Calls::Batched => spec.submit_batch.max(1),
+    };
     let mut handles = Vec::new();
     for p in 0..spec.producers {
         let (store, shared, lane) = (Arc::clone(&counting), Arc::clone(&shared), lane.clone());
-        let count = share(spec.tasks, spec.producers, p);
+        let mut left = share(spec.tasks, spec.producers, p);
         let pad = padding(spec.payload_bytes);
         handles.push(tokio::spawn(async move {
-            for _ in 0..count {
-                let mut params = SubmitParams::new(
-                    "bench",
-                    json!({"sent_ms": ms_since(shared.start), "pad": pad}),
-                );
-                params.lane = Some(lane.clone());
-                store
-                    .execution_submit(&params)
-                    .await
-                    .map_err(|e| e.to_string())?;
+            while left > 0 {
+                let n = left.min(batch);
+                left -= n;
+                let items: Vec<SubmitParams> = (0..n)
+                    .map(|_| SubmitParams {
+                        lane: Some(lane.clone()),
+                        ..SubmitParams::new(
+                            "bench",
+                            json!({"sent_ms": ms_since(shared.start), "pad": pad}),
+                        )
+                    })
+                    .collect();
+                let submitted = match calls {
+                    Calls::One => store.execution_submit(&items[0]).await.map(drop),
+                    Calls::Batched => store.execution_submit_many(&items).await.map(drop),
+                };
+                submitted.map_err(|e| e.to_string())?;
             }
             Ok::<(), String>(())
         }));
@@ -115,7 +139,7 @@ pub async fn weft_direct(
         let (store, shared, lane) = (Arc::clone(&counting), Arc::clone(&shared), lane.clone());
         let board = board.clone();
         handles.push(tokio::spawn(weft_worker(
-            store, board, shared, lane, spec, w,
+            store, board, shared, lane, spec, w, calls,
         )));
     }
     join_all(handles).await?;
@@ -141,7 +165,8 @@ fn share(total: u32, parts: u32, index: u32) -> u32 {
 }
 
 /// Claims as an SDK worker does (`claim_waiting`): where the board says work
-/// is, sweeping every partition only when it has been quiet.
+/// is, sweeping every partition only when it has been quiet. Completes each
+/// task on its own, or each claim's tasks in one call.
 async fn weft_worker(
     store: Arc<CountingStore>,
     board: Arc<ReadyBoard>,
@@ -149,14 +174,34 @@ async fn weft_worker(
     lane: String,
     spec: Spec,
     index: u32,
+    calls: Calls,
 ) -> Result<(), String> {
     let claim = claim_params(format!("bench-worker-{index}"), &lane, spec.claim_batch);
     let store: Arc<dyn Store> = store;
     while shared.done.load(Ordering::Relaxed) < spec.tasks {
-        for task in next_tasks(&store, &board, &claim).await? {
-            let sent_ms = task.payload["sent_ms"].as_f64().unwrap_or(0.0);
-            complete_null(store.as_ref(), &task).await?;
-            shared.record(sent_ms);
+        let tasks = next_tasks(&store, &board, &claim).await?;
+        if calls == Calls::Batched && !tasks.is_empty() {
+            let done: Vec<CompleteParams> = tasks
+                .iter()
+                .map(|task| CompleteParams {
+                    execution_id: task.execution_id.clone(),
+                    lease: task.lease_ref(),
+                    result: serde_json::Value::Null,
+                })
+                .collect();
+            let outcomes = store
+                .execution_complete_many(&done)
+                .await
+                .map_err(|e| e.to_string())?;
+            for outcome in outcomes {
+                outcome.map_err(|e| e.to_string())?;
+            }
+        }
+        for task in &tasks {
+            if calls == Calls::One {
+                complete_null(store.as_ref(), task).await?;
+            }
+            shared.record(task.payload["sent_ms"].as_f64().unwrap_or(0.0));
         }
     }
     Ok(())

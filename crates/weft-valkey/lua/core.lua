@@ -34,7 +34,6 @@ local ERR_LEASE_LOST = '{"message":"the worker\'s lease expired","kind":"lease_l
 local ERR_TIMED_OUT = '{"message":"the attempt exceeded timeout_ms","kind":"timed_out"}'
 local ERR_DEADLINE = '{"message":"the execution reached its deadline","kind":"deadline"}'
 
--- Integers as decimal text; `%d` goes through a C long, exact below 2^53.
 -- Settles a flow member's transition on its flow; set by flow.lua, called
 -- by `commit` and `purge`.
 local flow_hook
@@ -42,8 +41,14 @@ local flow_hook
 -- `flow_after_purge(c, flow_id)`, `flow_timer_deferred(c, e, kind, due)`.
 local flow_purge_allowed, flow_after_purge, flow_timer_deferred
 
+-- Integers as decimal text; `%d` goes through a C long, exact below 2^53.
+-- The last conversion is kept: most numbers a call writes are its `now`.
+local int_last, int_text
 local function int(n)
-  return string.format('%d', n)
+  if n ~= int_last then
+    int_last, int_text = n, string.format('%d', n)
+  end
+  return int_text
 end
 
 local function now_ms()
@@ -145,7 +150,7 @@ end
 
 -- Every field a write that ends a lease (complete, fail) reads or may
 -- clear: all but the bulky ones (payload, result, error, tags, signals).
--- `id` comes first, so a missing hash answers false there.
+-- `id` comes first in these lists, so a missing hash answers false there.
 local CORE_FIELDS = {
   'id', 'state', 'lane', 'requires', 'priority', 'ready_at_ms', 'run_at_ms',
   'created_at_ms', 'updated_at_ms', 'finished_at_ms', 'deadline_at_ms', 'timeout_ms',
@@ -156,17 +161,26 @@ local CORE_FIELDS = {
   'ended_lease_by', 'suspension', 'suspension_at_once', 'flow_id',
 }
 
--- `load` without the bulky fields, for writes that reply only their
--- outcome: the payload is never copied into Lua. A flow member is loaded
+-- The fields `complete` reads or may clear: an active execution's index,
+-- timers, lease and attempt, and the lease that ended it.
+local COMPLETE_FIELDS = {
+  'id', 'state', 'lane', 'run_at_ms', 'updated_at_ms', 'finished_at_ms', 'deadline_at_ms',
+  'attempts', 'epoch', 'lease_id', 'lease_epoch', 'lease_expires_at_ms', 'lease_ms',
+  'lease_worker_id', 'lease_timeout_at_ms', 'attempt_started_at_ms', 'ended_lease_id',
+  'ended_lease_epoch', 'ended_lease_by', 'flow_id',
+}
+
+-- `load` of `fields` only (`CORE_FIELDS`, `COMPLETE_FIELDS`), for writes
+-- that reply only their outcome: the payload is never copied into Lua. A flow member is loaded
 -- whole, since settling it on its flow reads the rest. A record so loaded
 -- (`e.core`) is never replied whole (`record` refuses it).
-local function load_core(c, id)
-  local v = redis.call('HMGET', exec_key(c, id), unpack(CORE_FIELDS))
+local function load_core(c, id, fields)
+  local v = redis.call('HMGET', exec_key(c, id), unpack(fields))
   if not v[1] then
     return nil
   end
   local e = { f = {}, dirty = {}, core = true }
-  for i, k in ipairs(CORE_FIELDS) do
+  for i, k in ipairs(fields) do
     if v[i] then
       e.f[k] = v[i]
     end

@@ -249,13 +249,14 @@ end
 -- The checks every write that ends a lease (complete, fail, release) makes,
 -- in the state machine's order: the execution `id` exists, the same write
 -- by the lease that ended it replays (`by`), Rust's refusal (`refused` =
--- '1', when the write has one), the lease holds. With `brief` the
--- execution is loaded without its bulky fields (`load_core`). Returns e
--- and the epoch, or nil and the reply that ends the call.
-local function ending_checks(c, id, lease_id, epoch_text, by, refused, brief)
+-- '1', when the write has one), the lease holds. With `fields` only those
+-- are loaded (`load_core`) and the reply is brief. Returns e and the epoch,
+-- or nil and the reply that ends the call.
+local function ending_checks(c, id, lease_id, epoch_text, by, refused, fields)
+  local brief = fields and true or false
   local e
   if brief then
-    e = load_core(c, id)
+    e = load_core(c, id, fields)
   else
     e = load(c, id)
   end
@@ -279,9 +280,9 @@ end
 -- `ending_checks` for a call about the execution of ARGV[4], its lease
 -- ARGV[5] and epoch ARGV[6]; refused when ARGV[refused] = '1'. Returns c,
 -- e, epoch, or nil and the reply that ends the call.
-local function ending_write(keys, args, by, refused, brief)
+local function ending_write(keys, args, by, refused, fields)
   local c = ctx(keys, args, true)
-  local e, epoch = ending_checks(c, args[4], args[5], args[6], by, refused and args[refused], brief)
+  local e, epoch = ending_checks(c, args[4], args[5], args[6], by, refused and args[refused], fields)
   if not e then
     return nil, nil, nil, epoch
   end
@@ -327,7 +328,7 @@ end
 -- [9] '1' for the brief reply (`ended`).
 local function fn_complete(keys, args)
   local brief = args[9] == '1'
-  local c, e, epoch, reply = ending_write(keys, args, 'completed', 8, brief)
+  local c, e, epoch, reply = ending_write(keys, args, 'completed', 8, brief and COMPLETE_FIELDS)
   if not e then
     return reply
   end
@@ -345,7 +346,7 @@ local function fn_complete_many(keys, args)
   for n = 1, tonumber(args[4]) do
     local at = 5 * n
     local e, epoch = ending_checks(c, args[at], args[at + 1], args[at + 2], 'completed',
-      args[at + 4], true)
+      args[at + 4], COMPLETE_FIELDS)
     if e then
       complete_one(c, e, args[at + 1], epoch, args[at + 3])
       replies[n] = ended(e, 'applied', true)
@@ -363,7 +364,7 @@ end
 -- brief reply (`ended`).
 local function fn_fail(keys, args)
   local brief = args[10] == '1'
-  local c, e, epoch, reply = ending_write(keys, args, 'failed', 9, brief)
+  local c, e, epoch, reply = ending_write(keys, args, 'failed', 9, brief and CORE_FIELDS)
   if not e then
     return reply
   end

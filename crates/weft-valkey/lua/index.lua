@@ -208,8 +208,16 @@ local function move_timers(c, id, old, new)
   end
   local hint = c.hints and first and (bound == nil or first < bound)
   if hint then
-    local earliest = earliest_due(c)
-    hint = earliest == nil or first < earliest
+    -- `c.known_due`: the earliest due time the engine will wake for, read
+    -- once per call and lowered by each hint the call sends. Timers the
+    -- call removed leave it too early, never too late.
+    if c.known_due == nil then
+      c.known_due = earliest_due(c) or false
+    end
+    hint = not c.known_due or first < c.known_due
+    if hint then
+      c.known_due = first
+    end
   end
   for kind, due in pairs(old) do
     if new[kind] ~= due then

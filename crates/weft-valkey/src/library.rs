@@ -37,7 +37,9 @@ macro_rules! library_version {
         // 14: `weft_submit_many` and `weft_complete_many`; batch calls and
         //     claims send their index and timer writes as one variadic
         //     command per key.
-        "14"
+        // 15: one read of the due-index per call for hints; a brief
+        //     complete reads fewer fields.
+        "15"
     };
 }
 

@@ -170,10 +170,20 @@ local COMPLETE_FIELDS = {
   'ended_lease_epoch', 'ended_lease_by', 'flow_id',
 }
 
--- `load` of `fields` only (`CORE_FIELDS`, `COMPLETE_FIELDS`), for writes
--- that reply only their outcome: the payload is never copied into Lua. A flow member is loaded
--- whole, since settling it on its flow reads the rest. A record so loaded
--- (`e.core`) is never replied whole (`record` refuses it).
+-- The fields a claim reads or writes, and the task it replies: a waiting
+-- execution's index, timers and counters, and what the worker is handed.
+-- A waiting execution holds no lease or attempt fields to clear.
+local CLAIM_FIELDS = {
+  'id', 'state', 'kind', 'lane', 'payload', 'requires', 'priority', 'ready_at_ms',
+  'deadline_at_ms', 'timeout_ms', 'attempts', 'epoch', 'updated_at_ms', 'flow_id', 'suspends',
+}
+
+-- `load` of `fields` only (`CORE_FIELDS`, `COMPLETE_FIELDS`,
+-- `CLAIM_FIELDS`): the bulky fields a write does not need are never copied
+-- into Lua. A flow member (settling reads the rest of it) and an execution
+-- that was ever suspended (its signals are fields of their own) are loaded
+-- whole. A record loaded in part (`e.core`) is never replied whole
+-- (`record` refuses it).
 local function load_core(c, id, fields)
   local v = redis.call('HMGET', exec_key(c, id), unpack(fields))
   if not v[1] then
@@ -185,7 +195,7 @@ local function load_core(c, id, fields)
       e.f[k] = v[i]
     end
   end
-  if e.f.flow_id then
+  if e.f.flow_id or e.f.suspends then
     return load(c, id)
   end
   return e
@@ -239,4 +249,24 @@ local function record(e)
     error('weft: a record loaded without its bulky fields cannot be replied whole')
   end
   return cmsgpack.pack(e.f)
+end
+
+-- What a worker is handed of a claimed execution, packed like `record`.
+local TASK_FIELDS = {
+  'id', 'kind', 'lane', 'payload', 'attempts', 'lease_id', 'lease_epoch',
+  'lease_expires_at_ms', 'lease_ms', 'lease_worker_id', 'lease_timeout_at_ms',
+}
+
+-- The task of a claimed execution: its `TASK_FIELDS`, or the whole record
+-- when it was loaded whole (a flow member's or a resumed execution's task
+-- also carries inputs or signals).
+local function task_record(e)
+  if not e.core then
+    return record(e)
+  end
+  local t = {}
+  for _, k in ipairs(TASK_FIELDS) do
+    t[k] = e.f[k]
+  end
+  return cmsgpack.pack(t)
 end

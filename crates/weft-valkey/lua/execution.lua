@@ -168,7 +168,7 @@ local function claim_filter(args, i)
 end
 
 -- ARGV[4] worker id, [5] lease_ms, [6] max, [7] n caps, caps..., n lanes,
--- lanes..., then `max` lease ids. Replies the claimed executions.
+-- lanes..., then `max` lease ids. Replies the claimed tasks (`task_record`).
 local function fn_claim(keys, args)
   local c = ctx(keys, args, true)
   local worker_id, lease_ms, max = args[4], tonumber(args[5]), tonumber(args[6])
@@ -179,14 +179,14 @@ local function fn_claim(keys, args)
     if #tasks >= max then
       break
     end
-    local e = load(c, string.sub(entry[2], 17))
+    local e = load_core(c, string.sub(entry[2], 17), CLAIM_FIELDS)
     if e and e.f.state == 'waiting' then
       claim_one(c, e, worker_id, args[i + #tasks], lease_ms)
       if e.f.flow_id then
         -- Replied, never stored: the upstreams' results as they are now.
         e.f._inputs = flow_inputs(c, e)
       end
-      tasks[#tasks + 1] = record(e)
+      tasks[#tasks + 1] = task_record(e)
     end
   end
   flush_deferred(c)

@@ -29,7 +29,7 @@ use weft_core::flow::{
 use weft_core::waitpoint::{OnTimeout, ResumeWhen, Suspension, Waitpoint};
 use weft_core::{
     Attempt, AttemptNumber, AttemptState, Backoff, EndedBy, EndedLease, Error, ErrorInfo,
-    Execution, ExecutionId, FlowId, Lease, LeaseEpoch, LeaseId, Result, State,
+    Execution, ExecutionId, FlowId, Lease, LeaseEpoch, LeaseId, Result, State, Task,
 };
 
 /// The separator inside an attempt entry (and a flow node, a flow edge, a
@@ -397,12 +397,33 @@ pub fn decode_suspension(raw: &str) -> Result<Suspension> {
 
 /// Parses a stored execution hash (as `HGETALL` or the library returns it).
 pub fn decode_execution(value: &Value) -> Result<Execution> {
-    decode_fields(field_map(value)?)
+    decode_row(Row(field_map(value)?))
 }
 
-/// An execution from its fields (`field_map`).
-pub fn decode_fields(fields: HashMap<String, String>) -> Result<Execution> {
-    decode_row(Row(fields))
+/// A claimed task from its fields (`field_map`): a task record (`task_record`
+/// in `core.lua`) or a whole execution's; `_inputs` are a flow member's
+/// inputs as the claim found them.
+pub fn decode_task(fields: HashMap<String, String>) -> Result<Task> {
+    let row = Row(fields);
+    let execution_id = ExecutionId::parse(&row.text("id")?).map_err(|_| bad("a malformed id"))?;
+    let lease = row
+        .lease()?
+        .ok_or_else(|| bad(format!("claimed {execution_id} holds no lease")))?;
+    Ok(Task {
+        attempt: AttemptNumber(row.num("attempts")?),
+        kind: row.text("kind")?,
+        lane: row.text("lane")?,
+        payload: row.json("payload")?.unwrap_or(serde_json::Value::Null),
+        lease,
+        flow_id: row
+            .opt_text("flow_id")
+            .map(|f| FlowId::parse(&f).map_err(|_| bad("a malformed flow id")))
+            .transpose()?,
+        flow_node: row.opt_text("flow_node"),
+        inputs: row.json("_inputs")?.unwrap_or_default(),
+        signals: row.signals(RESUMED_PREFIX)?,
+        execution_id,
+    })
 }
 
 /// The execution `weft_submit` created: the draft Rust sent it (every

@@ -39,7 +39,9 @@ macro_rules! library_version {
         //     command per key.
         // 15: one read of the due-index per call for hints; a brief
         //     complete reads fewer fields.
-        "15"
+        // 16: a claim reads only the fields it needs and replies the task's
+        //     fields (`task_record`) unless it loaded the whole execution.
+        "16"
     };
 }
 

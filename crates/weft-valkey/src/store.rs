@@ -596,15 +596,6 @@ pub(crate) fn decode_tasks(reply: Value) -> Result<Vec<Task>> {
     };
     codec::array(list)?
         .iter()
-        .map(|value| {
-            let mut fields = codec::field_map(value)?;
-            let inputs = fields.remove("_inputs");
-            let mut task = Task::from_claimed(codec::decode_fields(fields)?)?;
-            if let Some(raw) = inputs {
-                task.inputs = serde_json::from_str(&raw)
-                    .map_err(|e| Error::Internal(format!("claim inputs: {e}")))?;
-            }
-            Ok(task)
-        })
+        .map(|value| codec::decode_task(codec::field_map(value)?))
         .collect()
 }

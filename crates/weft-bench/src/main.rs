@@ -42,6 +42,10 @@ struct Args {
     /// workers complete each claim's tasks in one call (`complete_many`).
     #[arg(long, default_value_t = 50)]
     submit_batch: u32,
+    /// Most tasks submitted and not yet completed in scenario 1; producers
+    /// wait above it (every run, the baseline's too).
+    #[arg(long, default_value_t = 512)]
+    in_flight: u32,
     /// Tasks in the delayed-work scenario.
     #[arg(long, default_value_t = 1000)]
     delayed: u32,
@@ -196,6 +200,7 @@ async fn run(args: &Args) -> Result<Vec<Row>, String> {
         producers: args.producers,
         claim_batch: args.claim_batch,
         submit_batch: args.submit_batch,
+        in_flight: args.in_flight,
     };
     let wanted = |n: u8| args.only.is_empty() || args.only.contains(&n);
     let mut rows = Vec::new();

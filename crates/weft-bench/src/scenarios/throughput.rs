@@ -32,6 +32,9 @@ pub struct Spec {
     pub claim_batch: u32,
     /// Executions per `submit_many` in the batched run.
     pub submit_batch: u32,
+    /// Most tasks submitted and not yet completed: producers wait above it,
+    /// so latency measures the system, not a queue they built up.
+    pub in_flight: u32,
 }
 
 /// What one run measured.
@@ -46,16 +49,21 @@ pub struct Measured {
 
 struct Shared {
     start: Instant,
+    sent: AtomicU32,
     done: AtomicU32,
+    in_flight: u32,
     latencies_ms: Mutex<Vec<f64>>,
     progress: indicatif::ProgressBar,
 }
 
 impl Shared {
-    fn new(tasks: u32, label: &str) -> Self {
+    fn new(spec: &Spec, label: &str) -> Self {
+        let tasks = spec.tasks;
         Self {
             start: Instant::now(),
+            sent: AtomicU32::new(0),
             done: AtomicU32::new(0),
+            in_flight: spec.in_flight.max(spec.submit_batch),
             latencies_ms: Mutex::new(Vec::with_capacity(tasks as usize)),
             progress: bar(u64::from(tasks), label),
         }
@@ -67,6 +75,17 @@ impl Shared {
         let elapsed = self.start.elapsed();
         let mut latencies = self.latencies_ms.lock().map_err(|e| e.to_string())?;
         Ok((elapsed, std::mem::take(&mut *latencies)))
+    }
+
+    /// Waits until `n` more tasks fit under `in_flight`, then counts them
+    /// as sent.
+    async fn room_for(&self, n: u32) {
+        while self.sent.load(Ordering::Relaxed) + n
+            > self.done.load(Ordering::Relaxed) + self.in_flight
+        {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        self.sent.fetch_add(n, Ordering::Relaxed);
     }
 
     fn record(&self, sent_ms: f64) {
@@ -101,7 +120,7 @@ pub async fn weft_direct(
     calls: Calls,
 ) -> Result<Measured, String> {
     let counting = Arc::new(CountingStore::new(store));
-    let shared = Arc::new(Shared::new(spec.tasks, label));
+    let shared = Arc::new(Shared::new(&spec, label));
     let lane = format!("bench-{:08x}", fastrand_u32());
     let board = ReadyBoard::follow(counting.as_ref());
     let batch = match calls {
@@ -117,6 +136,7 @@ pub async fn weft_direct(
             while left > 0 {
                 let n = left.min(batch);
                 left -= n;
+                shared.room_for(n).await;
                 let items: Vec<SubmitParams> = (0..n)
                     .map(|_| SubmitParams {
                         lane: Some(lane.clone()),
@@ -226,7 +246,7 @@ pub async fn weft_http(store: Arc<dyn Store>, spec: Spec, label: &str) -> Result
         let _ = stopped.await;
     }));
     let transport = HttpTransport::new(&url).map_err(|e| e.to_string())?;
-    let shared = Arc::new(Shared::new(spec.tasks, label));
+    let shared = Arc::new(Shared::new(&spec, label));
     let lane = format!("bench-http-{:08x}", fastrand_u32());
     let mut handles = Vec::new();
     for p in 0..spec.producers {
@@ -235,6 +255,7 @@ pub async fn weft_http(store: Arc<dyn Store>, spec: Spec, label: &str) -> Result
         let pad = padding(spec.payload_bytes);
         handles.push(tokio::spawn(async move {
             for _ in 0..count {
+                shared.room_for(1).await;
                 let request = SubmitRequest {
                     kind: "bench".into(),
                     lane: Some(lane.clone()),
@@ -293,7 +314,7 @@ pub async fn weft_http(store: Arc<dyn Store>, spec: Spec, label: &str) -> Result
 /// Runs the scenario on a raw Valkey list: the baseline.
 pub async fn raw_valkey(url: &str, spec: Spec, label: &str) -> Result<Measured, String> {
     let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-    let shared = Arc::new(Shared::new(spec.tasks, label));
+    let shared = Arc::new(Shared::new(&spec, label));
     let calls = Arc::new(AtomicU32::new(0));
     let key = format!("bench:raw:{:08x}", fastrand_u32());
     let mut handles = Vec::new();
@@ -307,6 +328,7 @@ pub async fn raw_valkey(url: &str, spec: Spec, label: &str) -> Result<Measured, 
         let pad = padding(spec.payload_bytes);
         handles.push(tokio::spawn(async move {
             for _ in 0..count {
+                shared.room_for(1).await;
                 let item = json!({"sent_ms": ms_since(shared.start), "pad": pad}).to_string();
                 let _: i64 = redis::cmd("LPUSH")
                     .arg(&key)

@@ -132,6 +132,11 @@ local function exec_key(c, id)
   return c.root .. 'x:' .. id
 end
 
+-- The field prefix of an ended attempt's row (`end_attempt`).
+local ATTEMPT = 'att:'
+
+-- The list that held ended attempts' rows before library version 17; read
+-- and purged still, never written.
 local function attempts_key(c, id)
   return c.root .. 'a:' .. id
 end

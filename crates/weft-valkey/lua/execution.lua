@@ -563,6 +563,24 @@ local function fn_attempts(keys, args)
     return err('not_found')
   end
   local rows = redis.call('LRANGE', attempts_key(c, args[4]), 0, -1)
+  -- Then the `att:<number>` fields, by number (HSCAN walks the hash in C;
+  -- the payload is never copied into Lua).
+  local numbered, cursor = {}, '0'
+  repeat
+    local page = redis.call('HSCAN', exec_key(c, args[4]), cursor, 'MATCH', ATTEMPT .. '*',
+      'COUNT', 1000)
+    cursor = page[1]
+    for i = 1, #page[2], 2 do
+      local number = tonumber(string.sub(page[2][i], #ATTEMPT + 1))
+      numbered[#numbered + 1] = { number, page[2][i + 1] }
+    end
+  until cursor == '0'
+  table.sort(numbered, function(a, b)
+    return a[1] < b[1]
+  end)
+  for _, attempt in ipairs(numbered) do
+    rows[#rows + 1] = attempt[2]
+  end
   if f[2] then
     rows[#rows + 1] = table.concat({ f[3], 'running', f[4] or '', '', f[5] or '', '' }, SEP)
   end

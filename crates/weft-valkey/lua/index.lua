@@ -102,14 +102,19 @@ end
 -- another command or score sends what is pending first, so every member
 -- sees its writes in order; met again the same way, it is sent once.
 local function deferral()
-  return { groups = {}, order = {}, seen = {} }
+  return { groups = {}, order = {}, seen = {}, ended = {}, any = false }
 end
 
+-- Sends what is deferred; the `E` events of executions that ended go as
+-- one message per state, their ids joined by commas.
 local function flush_deferred(c)
   local d = c.defer
-  if d and #d.order > 0 then
+  if d and d.any then
     for _, command in ipairs(d.order) do
       redis.call(unpack(command))
+    end
+    for state, ids in pairs(d.ended) do
+      redis.call('PUBLISH', c.events, 'E|' .. state .. '|' .. table.concat(ids, ','))
     end
     c.defer = deferral()
   end
@@ -137,6 +142,7 @@ local function index_write(c, cmd, key, member, score)
     d = c.defer
   end
   d.seen[tag] = how
+  d.any = true
   local group = d.groups[cmd .. SEP .. key]
   if not group then
     group = { cmd, key }
@@ -239,8 +245,9 @@ local function same_index(a, b)
   return a.key == b.key and a.member == b.member and a.score == b.score
 end
 
--- Publishes `R|<partition>|<lane>|<capset>` when an execution becomes claimable and
--- `E|<state>|<id>` when it ends, for `Store::events` (advisory, may be lost).
+-- Publishes `R|<partition>|<lane>|<capset>` when an execution becomes
+-- claimable and `E|<state>|<id>` when it ends (deferred in batch calls:
+-- `E|<state>|<id>,<id>,…`), for `Store::events` (advisory, may be lost).
 local function publish_events(c, e, before, after)
   if after.index.zset and (before == nil or not same_index(before.index, after.index)) then
     local event = 'R|' .. c.partition .. '|' .. e.f.lane .. '|' .. (e.f.requires or '')
@@ -251,7 +258,15 @@ local function publish_events(c, e, before, after)
     end
   end
   if TERMINAL[after.state] and (before == nil or not TERMINAL[before.state]) then
-    redis.call('PUBLISH', c.events, 'E|' .. after.state .. '|' .. e.f.id)
+    local d = c.defer
+    if d then
+      local ids = d.ended[after.state] or {}
+      ids[#ids + 1] = e.f.id
+      d.ended[after.state] = ids
+      d.any = true
+    else
+      redis.call('PUBLISH', c.events, 'E|' .. after.state .. '|' .. e.f.id)
+    end
   end
 end
 

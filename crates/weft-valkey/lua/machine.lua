@@ -11,8 +11,10 @@ local function set_lease_fields_nil(e)
 end
 
 -- `end_attempt`: ends the running attempt and releases the lease. The
--- attempt's row is written once, here; while it runs, the execution's
--- fields (`attempts`, `lease_worker_id`, `attempt_started_at_ms`) are it.
+-- attempt's row is written once, here, as the field `att:<number>` of the
+-- execution (saved with the rest of the transition, no key of its own);
+-- while it runs, the execution's fields (`attempts`, `lease_worker_id`,
+-- `attempt_started_at_ms`) are it.
 local function end_attempt(c, e, state, error_json)
   if e.f.lease_id == nil then
     return
@@ -21,7 +23,7 @@ local function end_attempt(c, e, state, error_json)
     e.f.attempts, state, e.f.attempt_started_at_ms or '', int(c.now),
     e.f.lease_worker_id or '', error_json or '',
   }
-  redis.call('RPUSH', attempts_key(c, e.f.id), table.concat(row, SEP))
+  put(e, ATTEMPT .. e.f.attempts, table.concat(row, SEP))
   set_lease_fields_nil(e)
   put(e, 'attempt_started_at_ms', nil)
 end

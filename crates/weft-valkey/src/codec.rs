@@ -10,8 +10,9 @@
 //! (`signals`) or `res:<waitpoint>` (`resumed_signals`), holding the
 //! payload's JSON text as Rust sent it. An attempt is one entry:
 //! `number␟state␟started_at_ms␟ended_at_ms␟worker_id␟error_json` (␟ = 0x1f,
-//! empty = none), stored when it ends and made up from the execution's
-//! fields while it runs.
+//! empty = none), stored as the field `att:<number>` when it ends (ignored
+//! by `decode_execution`) and made up from the execution's fields while it
+//! runs.
 //!
 //! An execution travels back as one MessagePack map of its fields (strings
 //! only), which `field_map` reads as it reads a flat field list.

@@ -2,7 +2,7 @@
 //!
 //! Definitions: the library publishes `<partition>:<due_ms>` on the store's
 //! due channel when a transition sets a timer earlier than its partition's
-//! earliest, and `R|<partition>|<lane>|<capset>` / `E|<state>|<id>` /
+//! earliest, and `R|<partition>|<lane>|<capset>` / `E|<state>|<id>[,<id>…]` /
 //! `F|<state>|<flow id>` on its events channel when an execution becomes
 //! claimable / ends / a flow's last member ends. A task subscribed to
 //! both on a dedicated connection turns each message into a `DueHint` or a
@@ -34,29 +34,42 @@ pub fn parse_hint(payload: &str, count: PartitionCount) -> Option<DueHint> {
     })
 }
 
-/// Parses one events-channel message; `None` for anything malformed.
-pub fn parse_event(payload: &str, count: PartitionCount) -> Option<StoreEvent> {
+/// Parses one events-channel message into its events (an `E` message of a
+/// batch call names several executions); nothing for anything malformed.
+pub fn parse_events(payload: &str, count: PartitionCount) -> Vec<StoreEvent> {
     let mut parts = payload.splitn(3, '|');
-    match (parts.next()?, parts.next()?, parts.next()?) {
-        ("R", partition, rest) => {
-            let partition = PartitionId(partition.parse().ok()?);
+    let (Some(kind), Some(head), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+        return Vec::new();
+    };
+    match kind {
+        "R" => {
+            let Some(partition) = head.parse().ok().map(PartitionId) else {
+                return Vec::new();
+            };
             // Lanes and capabilities never contain `|`.
-            let (lane, capset) = rest.split_once('|')?;
-            count.contains(partition).then(|| StoreEvent::Ready {
-                partition,
-                lane: lane.to_owned(),
-                capset: capset.to_owned(),
-            })
+            match rest.split_once('|') {
+                Some((lane, capset)) if count.contains(partition) => vec![StoreEvent::Ready {
+                    partition,
+                    lane: lane.to_owned(),
+                    capset: capset.to_owned(),
+                }],
+                _ => Vec::new(),
+            }
         }
-        ("E", state, id) => Some(StoreEvent::Ended {
-            id: ExecutionId::parse(id).ok()?,
-            state: State::parse(state).ok()?,
-        }),
-        ("F", state, id) => Some(StoreEvent::FlowEnded {
-            id: FlowId::parse(id).ok()?,
-            state: weft_core::flow::FlowState::parse(state)?,
-        }),
-        _ => None,
+        "E" => match State::parse(head) {
+            // Ids never contain `,`.
+            Ok(state) => rest
+                .split(',')
+                .filter_map(|id| ExecutionId::parse(id).ok())
+                .map(|id| StoreEvent::Ended { id, state })
+                .collect(),
+            Err(_) => Vec::new(),
+        },
+        "F" => match (FlowId::parse(rest), weft_core::flow::FlowState::parse(head)) {
+            (Ok(id), Some(state)) => vec![StoreEvent::FlowEnded { id, state }],
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
     }
 }
 
@@ -115,8 +128,10 @@ impl Listener {
                 if let Some(hint) = parse_hint(&payload, self.count) {
                     let _ = self.hints.send(hint);
                 }
-            } else if let Some(event) = parse_event(&payload, self.count) {
-                let _ = self.events.send(event);
+            } else {
+                for event in parse_events(&payload, self.count) {
+                    let _ = self.events.send(event);
+                }
             }
         }
     }
@@ -146,41 +161,52 @@ mod tests {
     fn events_parse() {
         let count = PartitionCount::new(4).unwrap();
         assert_eq!(
-            parse_event("R|2|a:b|gpu,x86", count),
-            Some(StoreEvent::Ready {
+            parse_events("R|2|a:b|gpu,x86", count),
+            vec![StoreEvent::Ready {
                 partition: PartitionId(2),
                 lane: "a:b".into(),
                 capset: "gpu,x86".into()
-            })
+            }]
         );
         assert_eq!(
-            parse_event("R|2|a|", count),
-            Some(StoreEvent::Ready {
+            parse_events("R|2|a|", count),
+            vec![StoreEvent::Ready {
                 partition: PartitionId(2),
                 lane: "a".into(),
                 capset: String::new()
-            })
+            }]
         );
-        assert_eq!(parse_event("R|2|a", count), None);
+        assert_eq!(parse_events("R|2|a", count), vec![]);
         let id = ExecutionId::mint(PartitionId(1), 5);
+        let other = ExecutionId::mint(PartitionId(3), 6);
+        let ended = |id: &ExecutionId| StoreEvent::Ended {
+            id: id.clone(),
+            state: State::Failed,
+        };
         assert_eq!(
-            parse_event(&format!("E|failed|{id}"), count),
-            Some(StoreEvent::Ended {
-                id,
-                state: State::Failed
-            })
+            parse_events(&format!("E|failed|{id}"), count),
+            vec![ended(&id)]
         );
-        assert_eq!(parse_event("R|9|a|", count), None);
-        assert_eq!(parse_event("E|bogus|ex_1", count), None);
-        assert_eq!(parse_event("X|1|a", count), None);
+        assert_eq!(
+            parse_events(&format!("E|failed|{id},{other}"), count),
+            vec![ended(&id), ended(&other)],
+            "a batch call's message names several"
+        );
+        assert_eq!(
+            parse_events(&format!("E|failed|{id},bogus"), count),
+            vec![ended(&id)]
+        );
+        assert_eq!(parse_events("R|9|a|", count), vec![]);
+        assert_eq!(parse_events("E|bogus|ex_1", count), vec![]);
+        assert_eq!(parse_events("X|1|a", count), vec![]);
         let flow = FlowId::mint(PartitionId(2), 5);
         assert_eq!(
-            parse_event(&format!("F|cancelled|{flow}"), count),
-            Some(StoreEvent::FlowEnded {
+            parse_events(&format!("F|cancelled|{flow}"), count),
+            vec![StoreEvent::FlowEnded {
                 id: flow,
                 state: weft_core::flow::FlowState::Cancelled
-            })
+            }]
         );
-        assert_eq!(parse_event("F|bogus|fl_1", count), None);
+        assert_eq!(parse_events("F|bogus|fl_1", count), vec![]);
     }
 }

@@ -41,7 +41,10 @@ macro_rules! library_version {
         //     complete reads fewer fields.
         // 16: a claim reads only the fields it needs and replies the task's
         //     fields (`task_record`) unless it loaded the whole execution.
-        "16"
+        // 17: an ended attempt's row is the field `att:<n>` of its
+        //     execution (the list `a:<id>` is only read); a batch call's
+        //     `E` events go as one message per state.
+        "17"
     };
 }
 

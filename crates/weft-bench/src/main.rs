@@ -71,6 +71,10 @@ struct Args {
     /// with scenario 1).
     #[arg(long, value_delimiter = ',', default_value = "valkey,sqlite")]
     backends: Vec<Backend>,
+    /// How scenario 1 reaches Weft: `direct` (one call per task, as the
+    /// SDK does), `batched` (`submit_many` / `complete_many`), `http`.
+    #[arg(long, value_delimiter = ',', default_value = "direct,batched,http")]
+    modes: Vec<Mode>,
     /// Where the rows are written as JSON.
     #[arg(long, default_value = "target/bench/latest.json")]
     json: PathBuf,
@@ -128,7 +132,7 @@ impl Backend {
 
 /// How scenario 1 reaches Weft: the SDK's direct calls one task at a time,
 /// the same with batch calls, or HTTP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Mode {
     Direct,
     Batched,
@@ -136,8 +140,6 @@ enum Mode {
 }
 
 impl Mode {
-    const ALL: [Mode; 3] = [Mode::Direct, Mode::Batched, Mode::Http];
-
     fn label(&self, backend: &Backend) -> String {
         let how = match self {
             Mode::Direct => "direct",
@@ -209,7 +211,7 @@ async fn run(args: &Args) -> Result<Vec<Row>, String> {
         let baseline_rate = baseline.throughput_per_s;
         rows.push(baseline);
         for backend in &args.backends {
-            for mode in Mode::ALL {
+            for &mode in &args.modes {
                 let mut row = throughput_row(&env, backend, spec, mode).await?;
                 row.ratio_to_baseline = row.throughput_per_s.zip(baseline_rate).map(|(w, b)| w / b);
                 rows.push(row);

@@ -181,7 +181,11 @@ local function fn_claim(keys, args)
     end
     local e = load_core(c, string.sub(entry[2], 17), CLAIM_FIELDS)
     if e and e.f.state == 'waiting' then
-      claim_one(c, e, worker_id, args[i + #tasks], lease_ms)
+      if e.f.flow_id then
+        claim_one(c, e, worker_id, args[i + #tasks], lease_ms)
+      else
+        claim_plain(c, e, worker_id, args[i + #tasks], lease_ms)
+      end
       if e.f.flow_id then
         -- Replied, never stored: the upstreams' results as they are now.
         e.f._inputs = flow_inputs(c, e)
@@ -313,8 +317,62 @@ local function fn_heartbeat(keys, args)
   return ok(e.f.lease_expires_at_ms, '0')
 end
 
+-- `complete_one` written out for an active execution outside any flow
+-- (the second hottest transition): the writes `commit` would derive — the
+-- attempt's row, the result and the lease that ended it set, the lease
+-- and attempt fields cleared, active set to completed set, the lease,
+-- attempt and deadline timers to the retention timer, the `E` event —
+-- without the snapshots. The audit and the differential tests hold it to
+-- `complete_one`.
+local function complete_plain(c, e, lease_id, epoch, result)
+  local f = e.f
+  local id, lane = f.id, f.lane
+  local old = { lease_expiry = num(e, 'lease_expires_at_ms') }
+  old.attempt_timeout = num(e, 'lease_timeout_at_ms')
+  old.deadline = num(e, 'deadline_at_ms')
+  local now = int(c.now)
+  local row = table.concat({
+    f.attempts, 'succeeded', f.attempt_started_at_ms or '', now, f.lease_worker_id or '', '',
+  }, SEP)
+  local attempt = ATTEMPT .. f.attempts
+  local fields = {
+    attempt, row, 'result', result, 'ended_lease_id', lease_id, 'ended_lease_epoch', int(epoch),
+    'ended_lease_by', 'completed', 'state', 'completed', 'finished_at_ms', now,
+    'updated_at_ms', now,
+  }
+  local cleared = {}
+  for _, k in ipairs(LEASE_FIELDS) do
+    if f[k] then
+      cleared[#cleared + 1] = k
+      f[k] = nil
+    end
+  end
+  for _, k in ipairs({ 'attempt_started_at_ms', 'run_at_ms' }) do
+    if f[k] then
+      cleared[#cleared + 1] = k
+      f[k] = nil
+    end
+  end
+  for i = 1, #fields, 2 do
+    f[fields[i]] = fields[i + 1]
+  end
+  local key = exec_key(c, id)
+  redis.call('HSET', key, unpack(fields))
+  if #cleared > 0 then
+    redis.call('HDEL', key, unpack(cleared))
+  end
+  index_remove(c, { key = state_key(c, 'active', lane), member = id })
+  index_add(c, { key = state_key(c, 'completed', lane), member = id })
+  move_timers(c, id, old, { retention = c.now + c.retention_ms })
+  publish_ended(c, 'completed', id)
+end
+
 -- `complete`: the attempt succeeded with `result`.
 local function complete_one(c, e, lease_id, epoch, result)
+  if not e.f.flow_id and e.f.state == 'active' then
+    complete_plain(c, e, lease_id, epoch, result)
+    return
+  end
   local before = snapshot(c, e)
   end_attempt(c, e, 'succeeded', nil)
   put(e, 'result', result)

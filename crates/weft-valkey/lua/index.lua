@@ -245,6 +245,19 @@ local function same_index(a, b)
   return a.key == b.key and a.member == b.member and a.score == b.score
 end
 
+-- Publishes (or, in a batch call, defers) `E|<state>|<id>`: `id` ended.
+local function publish_ended(c, state, id)
+  local d = c.defer
+  if d then
+    local ids = d.ended[state] or {}
+    ids[#ids + 1] = id
+    d.ended[state] = ids
+    d.any = true
+  else
+    redis.call('PUBLISH', c.events, 'E|' .. state .. '|' .. id)
+  end
+end
+
 -- Publishes `R|<partition>|<lane>|<capset>` when an execution becomes
 -- claimable and `E|<state>|<id>` when it ends (deferred in batch calls:
 -- `E|<state>|<id>,<id>,…`), for `Store::events` (advisory, may be lost).
@@ -258,15 +271,7 @@ local function publish_events(c, e, before, after)
     end
   end
   if TERMINAL[after.state] and (before == nil or not TERMINAL[before.state]) then
-    local d = c.defer
-    if d then
-      local ids = d.ended[after.state] or {}
-      ids[#ids + 1] = e.f.id
-      d.ended[after.state] = ids
-      d.any = true
-    else
-      redis.call('PUBLISH', c.events, 'E|' .. after.state .. '|' .. e.f.id)
-    end
+    publish_ended(c, after.state, e.f.id)
   end
 end
 

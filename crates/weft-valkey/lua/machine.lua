@@ -116,6 +116,52 @@ local function claim_one(c, e, worker_id, lease_id, lease_ms)
   commit(c, e, before)
 end
 
+-- `claim_one` written out, for an execution outside any flow (the hottest
+-- transition): the writes `commit` would derive from the snapshots before
+-- and after — the fields, the ready entry to the active set, the lease and
+-- attempt timers, the deadline kept — without building the snapshots. The
+-- audit and the differential tests hold it to `claim_one`.
+local function claim_plain(c, e, worker_id, lease_id, lease_ms)
+  local f = e.f
+  local id, lane = f.id, f.lane
+  local ready = { zset = true, key = ready_key(c, lane, f.requires or ''), member = ready_member(e) }
+  local now = int(c.now)
+  local epoch = int(num(e, 'epoch') + 1)
+  local expires = c.now + lease_ms
+  f.attempts = int(num(e, 'attempts') + 1)
+  f.epoch = epoch
+  f.state = 'active'
+  f.updated_at_ms = now
+  f.lease_id = lease_id
+  f.lease_epoch = epoch
+  f.lease_expires_at_ms = int(expires)
+  f.lease_ms = int(lease_ms)
+  f.lease_worker_id = worker_id
+  f.attempt_started_at_ms = now
+  local fields = {
+    'attempts', f.attempts, 'epoch', epoch, 'state', 'active', 'updated_at_ms', now,
+    'lease_id', lease_id, 'lease_epoch', epoch, 'lease_expires_at_ms', f.lease_expires_at_ms,
+    'lease_ms', f.lease_ms, 'lease_worker_id', worker_id, 'attempt_started_at_ms', now,
+  }
+  local old, new = {}, { lease_expiry = expires }
+  local timeout = num(e, 'timeout_ms')
+  if timeout then
+    new.attempt_timeout = c.now + timeout
+    f.lease_timeout_at_ms = int(new.attempt_timeout)
+    fields[#fields + 1] = 'lease_timeout_at_ms'
+    fields[#fields + 1] = f.lease_timeout_at_ms
+  end
+  local deadline = num(e, 'deadline_at_ms')
+  if deadline then
+    old.deadline = deadline
+    new.deadline = deadline
+  end
+  redis.call('HSET', exec_key(c, id), unpack(fields))
+  index_remove(c, ready)
+  index_add(c, { key = state_key(c, 'active', lane), member = id })
+  move_timers(c, id, old, new)
+end
+
 -- `release`: the attempt ends 'released' and the execution is waiting at
 -- once; failures, reclaims, the error and the epoch stay as they were.
 local function release_one(c, e, lease_id, epoch)

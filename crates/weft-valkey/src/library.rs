@@ -44,7 +44,10 @@ macro_rules! library_version {
         // 17: an ended attempt's row is the field `att:<n>` of its
         //     execution (the list `a:<id>` is only read); a batch call's
         //     `E` events go as one message per state.
-        "17"
+        // 18: claim and complete of an execution outside flows are written
+        //     out (`claim_plain`, `complete_plain`) instead of going through
+        //     the snapshots of `commit`.
+        "18"
     };
 }
 

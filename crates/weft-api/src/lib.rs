@@ -149,6 +149,24 @@ impl From<&weft_core::ErrorInfo> for ErrorView {
     }
 }
 
+/// `POST /v1/executions/batch`: up to `weft_core::BATCH_MAX` submissions,
+/// each as `POST /v1/executions` takes it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBatchRequest {
+    /// The submissions, in order.
+    pub executions: Vec<SubmitRequest>,
+}
+
+/// One answer of `POST /v1/executions/batch`, in request order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SubmittedView {
+    /// `false` when the idempotency key was seen before.
+    pub created: bool,
+    /// The execution, new or found by its idempotency key.
+    pub execution: ExecutionView,
+}
+
 /// An execution as the API shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionView {

@@ -80,6 +80,22 @@ impl Client {
         self.transport.submit(&request.into()).await
     }
 
+    /// Submits up to 500 executions in one call; the answers come in
+    /// request order, each saying whether it is new.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::submit`]; an item's error names it
+    /// (`executions[3].kind`), and then nothing was submitted. Over HTTP the
+    /// whole batch must also fit the server's body limit.
+    pub async fn submit_many<R: Into<SubmitRequest>>(
+        &self,
+        requests: impl IntoIterator<Item = R>,
+    ) -> Result<Vec<Submission>> {
+        let requests: Vec<SubmitRequest> = requests.into_iter().map(Into::into).collect();
+        self.transport.submit_many(&requests).await
+    }
+
     /// One execution.
     ///
     /// # Errors

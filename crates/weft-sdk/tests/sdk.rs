@@ -762,6 +762,43 @@ fn worker_settings_are_checked_at_build() {
     assert_eq!(field(none), "handlers");
 }
 
+pub async fn submit_many_answers_in_order(via: Via) {
+    let h = Harness::start(via, Clock::System).await;
+    let known = h
+        .client
+        .submit(Submit::new("echo").idempotency_key("batch-k"))
+        .await
+        .unwrap();
+    let batch = (0..3)
+        .map(|n| Submit::new("echo").payload(json!({ "n": n })))
+        .chain([Submit::new("echo").idempotency_key("batch-k")]);
+    let answers = h.client.submit_many(batch).await.unwrap();
+    let created: Vec<bool> = answers.iter().map(|a| a.created).collect();
+    assert_eq!(created, [true, true, true, false]);
+    assert_eq!(answers[3].execution.id, known.id);
+    for (n, answer) in answers[..3].iter().enumerate() {
+        assert_eq!(answer.execution.payload, json!({ "n": n }));
+    }
+    let bad = [Submit::new("echo"), Submit::new("")];
+    match h.client.submit_many(bad).await {
+        // Over HTTP the field travels in the message.
+        Err(Error::InvalidArgument { field, message }) => assert!(
+            field == "executions[1].kind" || message.contains("executions[1].kind"),
+            "{field}: {message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let listed = h.client.list(&ListQuery::default()).await.unwrap();
+    assert_eq!(listed.items.len(), 4, "the refused batch created nothing");
+    let worker = h.worker().handler("echo", echo).build().unwrap().start();
+    for answer in &answers[..3] {
+        let done = h.client.wait(&answer.execution.id, PATIENCE).await.unwrap();
+        assert_eq!(done.state, State::Completed);
+    }
+    worker.shutdown().await.unwrap();
+    h.stop().await;
+}
+
 macro_rules! scenarios {
     ($via:expr; $($name:ident),* $(,)?) => {
         $(
@@ -791,6 +828,7 @@ macro_rules! all_scenarios {
             shutdown_releases_handlers_past_the_grace,
             shutdown_aborts_deaf_handlers_then_releases,
             idempotent_submit_and_replay,
+            submit_many_answers_in_order,
         );
     };
 }

@@ -121,6 +121,7 @@ impl Server {
                 "/v1/executions",
                 post(executions::submit).get(executions::list),
             )
+            .route("/v1/executions/batch", post(executions::submit_batch))
             .route("/v1/executions/{id}", get(executions::get_one))
             .route("/v1/executions/{id}/attempts", get(executions::attempts))
             .route("/v1/executions/{id}/wait", get(executions::wait))

@@ -169,6 +169,23 @@ impl Transport for DirectTransport {
         })
     }
 
+    async fn submit_many(&self, requests: &[SubmitRequest]) -> Result<Vec<Submission>> {
+        weft_core::check_batch("executions", requests.len())?;
+        let mut params = Vec::with_capacity(requests.len());
+        for (index, request) in requests.iter().enumerate() {
+            let item = request.clone().into_params();
+            params.push(item.map_err(|e| e.at_item("executions", index))?);
+        }
+        let submitted = self.store.execution_submit_many(&params).await?;
+        Ok(submitted
+            .iter()
+            .map(|s| Submission {
+                execution: ExecutionView::from(&s.execution),
+                created: s.created,
+            })
+            .collect())
+    }
+
     async fn get(&self, id: &str) -> Result<ExecutionView> {
         let execution = self.store.execution_get(&parse_id(id)?).await?;
         Ok(ExecutionView::from(&execution))

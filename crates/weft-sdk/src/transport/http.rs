@@ -22,7 +22,8 @@ use weft_api::{
     AddNodesRequest, AttemptView, CancelRequest, ClaimRequest, ClaimResponse, CompleteRequest,
     ErrorBody, ExecutionSignalRequest, ExecutionView, FailRequest, FlowRequest, FlowView,
     HeartbeatRequest, HeartbeatResponse, Items, LaneView, Page, ReleaseRequest, SignalRequest,
-    SignalResponse, SubmitRequest, SuspendRequest, SuspendResponse, TaskView, WAIT_TIMEOUT_MS_MAX,
+    SignalResponse, SubmitBatchRequest, SubmitRequest, SubmittedView, SuspendRequest,
+    SuspendResponse, TaskView, WAIT_TIMEOUT_MS_MAX,
 };
 use weft_core::{Error, Result};
 
@@ -373,6 +374,23 @@ impl Transport for HttpTransport {
             execution,
             created: status == StatusCode::CREATED,
         })
+    }
+
+    async fn submit_many(&self, requests: &[SubmitRequest]) -> Result<Vec<Submission>> {
+        let url = self.url(&["v1", "executions", "batch"]);
+        let body = SubmitBatchRequest {
+            executions: requests.to_vec(),
+        };
+        let (_, answers): (_, Items<SubmittedView>) =
+            self.post_json(url, &body, None, Duration::ZERO).await?;
+        Ok(answers
+            .items
+            .into_iter()
+            .map(|s| Submission {
+                execution: s.execution,
+                created: s.created,
+            })
+            .collect())
     }
 
     async fn get(&self, id: &str) -> Result<ExecutionView> {

@@ -110,6 +110,18 @@ pub trait Transport: Send + Sync + 'static {
     /// Submits an execution (`POST /v1/executions`).
     async fn submit(&self, request: &SubmitRequest) -> Result<Submission>;
 
+    /// Submits several executions in one call (`POST
+    /// /v1/executions/batch`): every item is checked first, one bad item
+    /// refuses them all. The answers come in request order. The default
+    /// submits one after another, stopping at the first refusal.
+    async fn submit_many(&self, requests: &[SubmitRequest]) -> Result<Vec<Submission>> {
+        let mut out = Vec::with_capacity(requests.len());
+        for request in requests {
+            out.push(self.submit(request).await?);
+        }
+        Ok(out)
+    }
+
     /// One execution (`GET /v1/executions/{id}`).
     async fn get(&self, id: &str) -> Result<ExecutionView>;
 

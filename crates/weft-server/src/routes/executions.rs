@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use weft_api::{
-    AttemptView, CancelRequest, ExecutionView, Items, Page, SubmitRequest, WAIT_TIMEOUT_MS_DEFAULT,
-    WAIT_TIMEOUT_MS_MAX,
+    AttemptView, CancelRequest, ExecutionView, Items, Page, SubmitBatchRequest, SubmitRequest,
+    SubmittedView, WAIT_TIMEOUT_MS_DEFAULT, WAIT_TIMEOUT_MS_MAX,
 };
 use weft_core::{
     check_name, CancelParams, Execution, ExecutionId, FlowId, ListParams, State as ExecState,
@@ -42,6 +42,33 @@ pub(crate) async fn submit(
         StatusCode::OK
     };
     Ok((status, Json(ExecutionView::from(&submitted.execution))))
+}
+
+/// `POST /v1/executions/batch`: every item is checked first (one bad item
+/// refuses the batch, naming `executions[i].field`), then one store call.
+pub(crate) async fn submit_batch(
+    State(app): State<AppState>,
+    JsonBody(body): JsonBody<SubmitBatchRequest>,
+) -> ApiResult<Json<Items<SubmittedView>>> {
+    weft_core::check_batch("executions", body.executions.len())?;
+    let mut params = Vec::with_capacity(body.executions.len());
+    for (index, item) in body.executions.into_iter().enumerate() {
+        let item = item
+            .into_params()
+            .map_err(|e| e.at_item("executions", index))?;
+        item.validate(app.config.payload_bytes_max)
+            .map_err(|e| e.at_item("executions", index))?;
+        params.push(item);
+    }
+    let submitted = app.store.execution_submit_many(&params).await?;
+    let items = submitted
+        .iter()
+        .map(|s| SubmittedView {
+            created: s.created,
+            execution: ExecutionView::from(&s.execution),
+        })
+        .collect();
+    Ok(Json(Items { items }))
 }
 
 /// `GET /v1/executions/{id}`.

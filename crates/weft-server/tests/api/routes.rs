@@ -381,3 +381,57 @@ async fn unknown_routes_metrics_and_dashboard() {
     assert!(!html.contains("<script"));
     server.stop().await;
 }
+
+/// `POST /v1/executions/batch` (an addition to the contract) answers in
+/// request order, each with `created`; a bad item refuses the whole batch,
+/// names itself and creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_submit_answers_in_order_and_refuses_whole() {
+    let server = start(ServerConfig::default()).await;
+    let seen = json!({"kind": "k", "lane": "batch", "idempotency_key": "seen"});
+    let first = server.submit(seen.clone()).await;
+    let items: Vec<serde_json::Value> = (0..5)
+        .map(|i| json!({"kind": format!("k{i}"), "lane": "batch", "payload": {"n": i}}))
+        .chain([seen])
+        .collect();
+    let (status, answer) = server
+        .post("/v1/executions/batch", json!({ "executions": items }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let got = answer["items"].as_array().expect("items");
+    assert_eq!(got.len(), 6);
+    for (i, item) in got[..5].iter().enumerate() {
+        assert_eq!(item["created"], true, "{item}");
+        assert_eq!(item["execution"]["kind"], format!("k{i}"));
+        assert_eq!(item["execution"]["payload"], json!({ "n": i }));
+        assert_eq!(item["execution"]["state"], "waiting");
+    }
+    assert_eq!(
+        got[5]["created"], false,
+        "a known key answers the execution"
+    );
+    assert_eq!(got[5]["execution"]["id"], first["id"]);
+    let (_, lanes) = server.get("/v1/lanes").await;
+    assert_eq!(lanes["items"][0]["waiting"], 6);
+
+    let bad =
+        json!({"executions": [{"kind": "ok", "lane": "batch"}, {"kind": "", "lane": "batch"}]});
+    let answer = server.post("/v1/executions/batch", bad).await;
+    assert_error(
+        &answer,
+        400,
+        "invalid_argument",
+        "executions[1].kind",
+        "empty kind",
+    );
+    let empty = server
+        .post("/v1/executions/batch", json!({"executions": []}))
+        .await;
+    assert_error(&empty, 400, "invalid_argument", "executions", "empty batch");
+    let (_, lanes) = server.get("/v1/lanes").await;
+    assert_eq!(
+        lanes["items"][0]["waiting"], 6,
+        "refused batches create nothing"
+    );
+    server.stop().await;
+}

@@ -75,6 +75,10 @@ struct Args {
     /// SDK does), `batched` (`submit_many` / `complete_many`), `http`.
     #[arg(long, value_delimiter = ',', default_value = "direct,batched,http")]
     modes: Vec<Mode>,
+    /// Rounds of scenario 1 (baseline and Weft alternating); each row shows
+    /// the round of median throughput.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
     /// Where the rows are written as JSON.
     #[arg(long, default_value = "target/bench/latest.json")]
     json: PathBuf,
@@ -207,16 +211,7 @@ async fn run(args: &Args) -> Result<Vec<Row>, String> {
     let wanted = |n: u8| args.only.is_empty() || args.only.contains(&n);
     let mut rows = Vec::new();
     if wanted(1) {
-        let baseline = baseline_row(&env, spec).await?;
-        let baseline_rate = baseline.throughput_per_s;
-        rows.push(baseline);
-        for backend in &args.backends {
-            for &mode in &args.modes {
-                let mut row = throughput_row(&env, backend, spec, mode).await?;
-                row.ratio_to_baseline = row.throughput_per_s.zip(baseline_rate).map(|(w, b)| w / b);
-                rows.push(row);
-            }
-        }
+        rows.extend(throughput_rounds(&env, args, spec).await?);
     }
     if wanted(2) || wanted(4) {
         for backend in &args.backends {
@@ -239,6 +234,44 @@ async fn run(args: &Args) -> Result<Vec<Row>, String> {
         }
     }
     Ok(rows)
+}
+
+/// Scenario 1, `--rounds` times over: each round runs the baseline, then
+/// every backend and mode. Each row kept is the round of median throughput
+/// for its backend, and the ratio divides medians, so one noisy run moves
+/// neither.
+async fn throughput_rounds(env: &Env, args: &Args, spec: Spec) -> Result<Vec<Row>, String> {
+    let rounds = args.rounds.max(1);
+    let mut runs: Vec<Vec<Row>> = Vec::new();
+    for _ in 0..rounds {
+        let mut round = vec![baseline_row(env, spec).await?];
+        for backend in &args.backends {
+            for &mode in &args.modes {
+                round.push(throughput_row(env, backend, spec, mode).await?);
+            }
+        }
+        runs.push(round);
+    }
+    let mut kept: Vec<Row> = (0..runs[0].len())
+        .map(|i| {
+            let mut same: Vec<Row> = runs.iter().map(|round| round[i].clone()).collect();
+            same.sort_by(|a, b| {
+                a.throughput_per_s
+                    .partial_cmp(&b.throughput_per_s)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
+            let mut row = same.swap_remove(same.len() / 2);
+            if rounds > 1 {
+                row.note = join_note(&row.note, &format!("median of {rounds} rounds"));
+            }
+            row
+        })
+        .collect();
+    let baseline_rate = kept[0].throughput_per_s;
+    for row in kept.iter_mut().skip(1) {
+        row.ratio_to_baseline = row.throughput_per_s.zip(baseline_rate).map(|(w, b)| w / b);
+    }
+    Ok(kept)
 }
 
 async fn baseline_row(env: &Env, spec: Spec) -> Result<Row, String> {

@@ -72,8 +72,9 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "valkey,sqlite")]
     backends: Vec<Backend>,
     /// How scenario 1 reaches Weft: `direct` (one call per task, as the
-    /// SDK does), `batched` (`submit_many` / `complete_many`), `http`.
-    #[arg(long, value_delimiter = ',', default_value = "direct,batched,http")]
+    /// SDK does), `batched` (`submit_many` / `complete_many`), `sdk` (one
+    /// SDK `Worker` over the direct transport), `http`.
+    #[arg(long, value_delimiter = ',', default_value = "direct,batched,sdk,http")]
     modes: Vec<Mode>,
     /// Rounds of scenario 1 (baseline and Weft alternating); each row shows
     /// the round of median throughput.
@@ -140,6 +141,7 @@ impl Backend {
 enum Mode {
     Direct,
     Batched,
+    Sdk,
     Http,
 }
 
@@ -148,6 +150,7 @@ impl Mode {
         let how = match self {
             Mode::Direct => "direct",
             Mode::Batched => "batched",
+            Mode::Sdk => "sdk worker",
             Mode::Http => "http",
         };
         format!("{} {how}", backend.store_name())
@@ -313,6 +316,7 @@ async fn throughput_row(
     let mut m = match mode {
         Mode::Direct => throughput::weft_direct(store, spec, name, Calls::One).await?,
         Mode::Batched => throughput::weft_direct(store, spec, name, Calls::Batched).await?,
+        Mode::Sdk => throughput::weft_sdk_worker(store, spec, name).await?,
         Mode::Http => throughput::weft_http(store, spec, name).await?,
     };
     let valkey = matches!(backend, Backend::Valkey);
@@ -329,17 +333,20 @@ async fn throughput_row(
         row.store_cpu_ms = None;
         row.note = "SQLite runs inside the Weft process".into();
     }
-    if mode == Mode::Batched {
-        row.note = join_note(
-            &row.note,
-            &format!(
-                "submit_many of {}, complete_many per claim",
-                spec.submit_batch
-            ),
-        );
-    }
-    if mode == Mode::Http {
-        row.note = join_note(&row.note, "server, producers and workers in one process");
+    let how = match mode {
+        Mode::Direct => None,
+        Mode::Batched => Some(format!(
+            "submit_many of {}, complete_many per claim",
+            spec.submit_batch
+        )),
+        Mode::Sdk => Some(format!(
+            "one SDK Worker ({} handlers), latency to the handler",
+            spec.workers
+        )),
+        Mode::Http => Some("server, producers and workers in one process".to_owned()),
+    };
+    if let Some(how) = how {
+        row.note = join_note(&row.note, &how);
     }
     engine.shutdown().await;
     Ok(row)

@@ -69,12 +69,17 @@ impl Shared {
         }
     }
 
-    /// Finishes the progress bar; returns the elapsed time and latencies.
-    fn finish(&self) -> Result<(Duration, Vec<f64>), String> {
+    /// Finishes the progress bar; what the run measured, with `calls`
+    /// round trips to the store.
+    fn measured(&self, calls: u64) -> Result<Measured, String> {
         self.progress.finish();
         let elapsed = self.start.elapsed();
         let mut latencies = self.latencies_ms.lock().map_err(|e| e.to_string())?;
-        Ok((elapsed, std::mem::take(&mut *latencies)))
+        Ok(Measured {
+            elapsed,
+            latencies_ms: std::mem::take(&mut *latencies),
+            calls,
+        })
     }
 
     /// Waits until `n` more tasks fit under `in_flight`, then counts them
@@ -112,6 +117,47 @@ pub enum Calls {
     Batched,
 }
 
+/// Spawns the producers of a run on a store: `batch` executions per call
+/// (`execution_submit` for one, `execution_submit_many` for more), keeping
+/// under the in-flight window.
+fn store_producers(
+    store: &Arc<CountingStore>,
+    shared: &Arc<Shared>,
+    lane: &str,
+    spec: Spec,
+    batch: u32,
+) -> Vec<tokio::task::JoinHandle<Result<(), String>>> {
+    (0..spec.producers)
+        .map(|p| {
+            let (store, shared, lane) = (Arc::clone(store), Arc::clone(shared), lane.to_owned());
+            let mut left = share(spec.tasks, spec.producers, p);
+            let pad = padding(spec.payload_bytes);
+            tokio::spawn(async move {
+                while left > 0 {
+                    let n = left.min(batch);
+                    left -= n;
+                    shared.room_for(n).await;
+                    let items: Vec<SubmitParams> = (0..n)
+                        .map(|_| SubmitParams {
+                            lane: Some(lane.clone()),
+                            ..SubmitParams::new(
+                                "bench",
+                                json!({"sent_ms": ms_since(shared.start), "pad": pad}),
+                            )
+                        })
+                        .collect();
+                    let submitted = match items.as_slice() {
+                        [one] => store.execution_submit(one).await.map(drop),
+                        _ => store.execution_submit_many(&items).await.map(drop),
+                    };
+                    submitted.map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            })
+        })
+        .collect()
+}
+
 /// Runs the scenario on a Weft store through the `Store` trait directly.
 pub async fn weft_direct(
     store: Arc<dyn Store>,
@@ -127,34 +173,7 @@ pub async fn weft_direct(
         Calls::One => 1,
         Calls::Batched => spec.submit_batch.max(1),
     };
-    let mut handles = Vec::new();
-    for p in 0..spec.producers {
-        let (store, shared, lane) = (Arc::clone(&counting), Arc::clone(&shared), lane.clone());
-        let mut left = share(spec.tasks, spec.producers, p);
-        let pad = padding(spec.payload_bytes);
-        handles.push(tokio::spawn(async move {
-            while left > 0 {
-                let n = left.min(batch);
-                left -= n;
-                shared.room_for(n).await;
-                let items: Vec<SubmitParams> = (0..n)
-                    .map(|_| SubmitParams {
-                        lane: Some(lane.clone()),
-                        ..SubmitParams::new(
-                            "bench",
-                            json!({"sent_ms": ms_since(shared.start), "pad": pad}),
-                        )
-                    })
-                    .collect();
-                let submitted = match calls {
-                    Calls::One => store.execution_submit(&items[0]).await.map(drop),
-                    Calls::Batched => store.execution_submit_many(&items).await.map(drop),
-                };
-                submitted.map_err(|e| e.to_string())?;
-            }
-            Ok::<(), String>(())
-        }));
-    }
+    let mut handles = store_producers(&counting, &shared, &lane, spec, batch);
     for w in 0..spec.workers {
         let (store, shared, lane) = (Arc::clone(&counting), Arc::clone(&shared), lane.clone());
         let board = board.clone();
@@ -163,12 +182,7 @@ pub async fn weft_direct(
         )));
     }
     join_all(handles).await?;
-    let (elapsed, latencies_ms) = shared.finish()?;
-    Ok(Measured {
-        elapsed,
-        latencies_ms,
-        calls: counting.calls(),
-    })
+    shared.measured(counting.calls())
 }
 
 fn fastrand_u32() -> u32 {
@@ -225,6 +239,48 @@ async fn weft_worker(
         }
     }
     Ok(())
+}
+
+/// Runs the scenario with the SDK as an application would: producers submit
+/// one execution per call, and one `weft_sdk::Worker` over the direct
+/// transport runs `workers` handlers at once (its claims take as many tasks
+/// as it has free slots, and its completer writes the results that wait
+/// together in one call).
+pub async fn weft_sdk_worker(
+    store: Arc<dyn Store>,
+    spec: Spec,
+    label: &str,
+) -> Result<Measured, String> {
+    let counting = Arc::new(CountingStore::new(store));
+    let shared = Arc::new(Shared::new(&spec, label));
+    let lane = format!("bench-sdk-{:08x}", fastrand_u32());
+    let transport = weft_sdk::DirectTransport::new(counting.clone());
+    let recorder = Arc::clone(&shared);
+    let worker = weft_sdk::Worker::builder(transport)
+        .worker_id("bench-sdk")
+        .lanes([lane.as_str()])
+        .concurrency(spec.workers)
+        .claim_wait(Duration::from_millis(100))
+        .handler("bench", move |ctx: weft_sdk::TaskContext| {
+            let sent_ms = ctx.payload()["sent_ms"].as_f64().unwrap_or(0.0);
+            let recorder = Arc::clone(&recorder);
+            async move {
+                // Latency to the handler: the completion is written after.
+                recorder.record(sent_ms);
+                Ok::<_, weft_sdk::WorkerError>(serde_json::Value::Null)
+            }
+        })
+        .build()
+        .map_err(|e| e.to_string())?
+        .start();
+    let handles = store_producers(&counting, &shared, &lane, spec, 1);
+    let outcome = join_all(handles).await;
+    while outcome.is_ok() && worker.metrics().completed < u64::from(spec.tasks) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    worker.shutdown().await.map_err(|e| e.to_string())?;
+    outcome?;
+    shared.measured(counting.calls())
 }
 
 /// Runs the scenario through a Weft server over HTTP: an in-process
@@ -303,12 +359,7 @@ pub async fn weft_http(store: Arc<dyn Store>, spec: Spec, label: &str) -> Result
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     outcome?;
-    let (elapsed, latencies_ms) = shared.finish()?;
-    Ok(Measured {
-        elapsed,
-        latencies_ms,
-        calls: counting.calls(),
-    })
+    shared.measured(counting.calls())
 }
 
 /// Runs the scenario on a raw Valkey list: the baseline.
@@ -351,12 +402,7 @@ pub async fn raw_valkey(url: &str, spec: Spec, label: &str) -> Result<Measured, 
         handles.push(tokio::spawn(raw_worker(conn, shared, key, calls, spec)));
     }
     join_all(handles).await?;
-    let (elapsed, latencies_ms) = shared.finish()?;
-    Ok(Measured {
-        elapsed,
-        latencies_ms,
-        calls: u64::from(calls.load(Ordering::Relaxed)),
-    })
+    shared.measured(u64::from(calls.load(Ordering::Relaxed)))
 }
 
 async fn raw_worker(

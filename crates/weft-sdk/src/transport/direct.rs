@@ -306,6 +306,41 @@ impl Transport for DirectTransport {
         self.store.execution_complete_brief(&params).await.map(drop)
     }
 
+    async fn complete_many_quietly(
+        &self,
+        items: &[(String, CompleteRequest)],
+    ) -> Result<Vec<Result<()>>> {
+        // An id that does not parse is that item's error; the rest go to
+        // the store in one call.
+        let mut out: Vec<Option<Result<()>>> = Vec::with_capacity(items.len());
+        let mut params = Vec::with_capacity(items.len());
+        for (id, request) in items {
+            match complete_params(id, request) {
+                Ok(p) => {
+                    params.push(p);
+                    out.push(None);
+                }
+                Err(e) => out.push(Some(Err(e))),
+            }
+        }
+        let mut written = if params.is_empty() {
+            Vec::new()
+        } else {
+            self.store.execution_complete_many(&params).await?
+        }
+        .into_iter();
+        Ok(out
+            .into_iter()
+            .map(|slot| match slot {
+                Some(refused) => refused,
+                None => written
+                    .next()
+                    .unwrap_or_else(|| Err(Error::Internal("a completion went unanswered".into())))
+                    .map(drop),
+            })
+            .collect())
+    }
+
     async fn fail_quietly(&self, id: &str, request: &FailRequest) -> Result<()> {
         let params = fail_params(id, request)?;
         self.store.execution_fail_brief(&params).await.map(drop)

@@ -165,6 +165,20 @@ pub trait Transport: Send + Sync + 'static {
         self.complete(id, request).await.map(drop)
     }
 
+    /// `complete_quietly` for several attempts at once: each item's outcome
+    /// its own, in order. A transport may write them in fewer calls (the
+    /// direct one: one per partition); the default writes one after another.
+    async fn complete_many_quietly(
+        &self,
+        items: &[(String, CompleteRequest)],
+    ) -> Result<Vec<Result<()>>> {
+        let mut out = Vec::with_capacity(items.len());
+        for (id, request) in items {
+            out.push(self.complete_quietly(id, request).await);
+        }
+        Ok(out)
+    }
+
     /// `fail` for a caller that needs no copy of the execution back.
     async fn fail_quietly(&self, id: &str, request: &FailRequest) -> Result<()> {
         self.fail(id, request).await.map(drop)

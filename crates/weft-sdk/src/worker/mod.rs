@@ -12,6 +12,12 @@
 //! - **Heartbeat loop**: one per worker. Every `heartbeat_interval` (a
 //!   third of the lease by default) it renews the lease of every running
 //!   task in one pass, concurrently, each call bounded by the interval.
+//! - **Completer**: one per worker. A handler's result is written through
+//!   it: whatever waits when it is free goes in one
+//!   `Transport::complete_many_quietly` (in process: one store call, so the
+//!   tasks of one claim complete together), each task getting its own
+//!   outcome. It never waits on a timer, so an idle worker's result goes out
+//!   at once.
 //! - **Cancellation signal**: raised on a task's [`TaskContext`] when a
 //!   heartbeat answers `cancel_requested` ([`CancelReason::Cancelled`]),
 //!   when a worker write answers `lease_lost` (`LeaseLost`, or `Cancelled`
@@ -53,6 +59,7 @@
 //! attempt as a crash would.
 
 mod builder;
+mod completer;
 mod context;
 mod error;
 mod heartbeat;
@@ -131,6 +138,8 @@ struct Shared {
     /// Set once shutdown's grace period has run out: each runner then
     /// aborts its handler and releases its task.
     grace_over: watch::Sender<bool>,
+    /// Writes the handlers' results, several at once when they wait together.
+    completer: completer::Completer,
 }
 
 impl Shared {
@@ -227,6 +236,7 @@ impl Worker {
         fallback: Option<Handler>,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(config.concurrency as usize));
+        let completer = completer::Completer::new(config.concurrency as usize);
         Self {
             shared: Shared {
                 transport,
@@ -237,6 +247,7 @@ impl Worker {
                 slots,
                 in_flight: Mutex::new(HashMap::new()),
                 grace_over: watch::Sender::new(false),
+                completer,
             },
         }
     }
@@ -371,6 +382,10 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Result<()> {
     let (beats_stop, beats_stop_rx) = watch::channel(false);
     let beats = tokio::spawn(heartbeat::run(Arc::clone(&shared), beats_stop_rx));
+    let completing = shared
+        .completer
+        .take_receiver()
+        .map(|receiver| tokio::spawn(completer::run(Arc::clone(&shared.transport), receiver)));
     let mut tasks = JoinSet::new();
     tracing::info!(
         worker_id = %shared.config.worker_id,
@@ -380,6 +395,10 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Result<()>
     );
     let outcome = claim_loop(&shared, &mut tasks, &mut stop).await;
     drain(&shared, &mut tasks).await;
+    // Every task has had its answer: nothing is left for the completer.
+    if let Some(completing) = completing {
+        completing.abort();
+    }
     beats_stop.send_replace(true);
     let _ = beats.await;
     tracing::info!(worker_id = %shared.config.worker_id, "worker stopped");

@@ -214,10 +214,7 @@ async fn write_complete(shared: &Shared, task: &TaskView, result: Value) -> weft
         result,
     };
     let id = task.execution_id.as_str();
-    retry_until_lapse(shared, task, || {
-        shared.transport.complete_quietly(id, &request)
-    })
-    .await
+    retry_until_lapse(shared, task, || shared.completer.complete(id, &request)).await
 }
 
 async fn write_fail(

@@ -330,29 +330,23 @@ local function complete_plain(c, e, lease_id, epoch, result)
   local old = { lease_expiry = num(e, 'lease_expires_at_ms') }
   old.attempt_timeout = num(e, 'lease_timeout_at_ms')
   old.deadline = num(e, 'deadline_at_ms')
-  local now = int(c.now)
-  local row = table.concat({
-    f.attempts, 'succeeded', f.attempt_started_at_ms or '', now, f.lease_worker_id or '', '',
-  }, SEP)
-  local attempt = ATTEMPT .. f.attempts
   local fields = {
-    attempt, row, 'result', result, 'ended_lease_id', lease_id, 'ended_lease_epoch', int(epoch),
-    'ended_lease_by', 'completed', 'state', 'completed', 'finished_at_ms', now,
-    'updated_at_ms', now,
+    ATTEMPT .. f.attempts, attempt_row(c, e, 'succeeded', nil), 'result', result,
+    'ended_lease_id', lease_id, 'ended_lease_epoch', int(epoch), 'ended_lease_by', 'completed',
+    'state', 'completed', 'finished_at_ms', int(c.now), 'updated_at_ms', int(c.now),
   }
   local cleared = {}
+  local function clear(k)
+    if f[k] then
+      cleared[#cleared + 1] = k
+      f[k] = nil
+    end
+  end
   for _, k in ipairs(LEASE_FIELDS) do
-    if f[k] then
-      cleared[#cleared + 1] = k
-      f[k] = nil
-    end
+    clear(k)
   end
-  for _, k in ipairs({ 'attempt_started_at_ms', 'run_at_ms' }) do
-    if f[k] then
-      cleared[#cleared + 1] = k
-      f[k] = nil
-    end
-  end
+  clear('attempt_started_at_ms')
+  clear('run_at_ms')
   for i = 1, #fields, 2 do
     f[fields[i]] = fields[i + 1]
   end

@@ -10,6 +10,15 @@ local function set_lease_fields_nil(e)
   end
 end
 
+-- The row of the running attempt ending now as `state` (`error_json` or
+-- nil): `number␟state␟started_at_ms␟ended_at_ms␟worker_id␟error_json`.
+local function attempt_row(c, e, state, error_json)
+  return table.concat({
+    e.f.attempts, state, e.f.attempt_started_at_ms or '', int(c.now),
+    e.f.lease_worker_id or '', error_json or '',
+  }, SEP)
+end
+
 -- `end_attempt`: ends the running attempt and releases the lease. The
 -- attempt's row is written once, here, as the field `att:<number>` of the
 -- execution (saved with the rest of the transition, no key of its own);
@@ -19,11 +28,7 @@ local function end_attempt(c, e, state, error_json)
   if e.f.lease_id == nil then
     return
   end
-  local row = {
-    e.f.attempts, state, e.f.attempt_started_at_ms or '', int(c.now),
-    e.f.lease_worker_id or '', error_json or '',
-  }
-  put(e, ATTEMPT .. e.f.attempts, table.concat(row, SEP))
+  put(e, ATTEMPT .. e.f.attempts, attempt_row(c, e, state, error_json))
   set_lease_fields_nil(e)
   put(e, 'attempt_started_at_ms', nil)
 end

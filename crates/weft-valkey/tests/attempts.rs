@@ -15,13 +15,8 @@ use weft_core::{
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attempts_come_back_in_number_order_legacy_rows_first() {
     let url = common::url(common::VALKEY_URL_VAR);
-    let config = common::config(&url, Some(2));
-    let prefix = config.key_prefix.clone();
-    let _cleanup = common::Cleanup {
-        url: url.clone(),
-        prefix: prefix.clone(),
-    };
-    let store = common::connect(config).await;
+    let (store, cleanup) = common::store_with(common::config(&url, Some(2))).await;
+    let prefix = cleanup.prefix.clone();
     let params = SubmitParams {
         lane: Some("att".into()),
         max_attempts: Some(12),

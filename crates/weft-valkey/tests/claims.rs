@@ -24,12 +24,7 @@ fn claim(max: u32) -> ClaimParams {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_partition_claims_take_each_once() {
     let url = common::url(common::VALKEY_URL_VAR);
-    let config = common::config(&url, Some(8));
-    let _cleanup = common::Cleanup {
-        url: url.clone(),
-        prefix: config.key_prefix.clone(),
-    };
-    let store = common::connect(config).await;
+    let (store, _cleanup) = common::store_with(common::config(&url, Some(8))).await;
     let mut submitted = BTreeSet::new();
     for i in 0..40 {
         let params = SubmitParams {

@@ -677,12 +677,7 @@ async fn sqlite_and_valkey_agree() {
     println!("differential: {steps} steps, WEFT_DIFF_SEED={seed}");
     let count = PartitionCount::new(PARTITIONS).expect("count");
     let sqlite = SqliteStore::open(SqliteConfig::memory().with_partitions(count)).expect("sqlite");
-    let config = common::config(&url, Some(PARTITIONS));
-    let _cleanup = common::Cleanup {
-        url: url.clone(),
-        prefix: config.key_prefix.clone(),
-    };
-    let valkey = common::connect(config).await;
+    let (valkey, _cleanup) = common::store_with(common::config(&url, Some(PARTITIONS))).await;
     let mut diff = Diff {
         sqlite,
         valkey,

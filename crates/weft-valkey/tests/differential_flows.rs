@@ -361,12 +361,7 @@ async fn sqlite_and_valkey_agree_on_flows() {
     println!("flow differential: {flows} flows, WEFT_DIFF_SEED={seed}");
     let count = PartitionCount::new(PARTITIONS).expect("count");
     let sqlite = SqliteStore::open(SqliteConfig::memory().with_partitions(count)).expect("sqlite");
-    let config = common::config(&url, Some(PARTITIONS));
-    let _cleanup = common::Cleanup {
-        url,
-        prefix: config.key_prefix.clone(),
-    };
-    let valkey = common::connect(config).await;
+    let (valkey, _cleanup) = common::store_with(common::config(&url, Some(PARTITIONS))).await;
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut steps = std::collections::BTreeMap::<String, usize>::new();
     for case in 0..flows {

@@ -22,12 +22,7 @@ use weft_core::{
 /// A store of 4 partitions on the test server, and the cleanup of its keys.
 async fn store_of_4() -> (weft_valkey::ValkeyStore, common::Cleanup) {
     let url = common::url(common::VALKEY_URL_VAR);
-    let config = common::config(&url, Some(4));
-    let cleanup = common::Cleanup {
-        url,
-        prefix: config.key_prefix.clone(),
-    };
-    (common::connect(config).await, cleanup)
+    common::store_with(common::config(&url, Some(4))).await
 }
 
 async fn next<T: Clone>(rx: &mut broadcast::Receiver<T>, wanted: impl Fn(&T) -> bool) -> Option<T> {

@@ -28,12 +28,7 @@ use common::flows::{edge, node, random_spec};
 
 async fn store() -> (ValkeyStore, common::Cleanup) {
     let url = common::url(common::VALKEY_URL_VAR);
-    let config = common::config(&url, Some(4));
-    let cleanup = common::Cleanup {
-        url,
-        prefix: config.key_prefix.clone(),
-    };
-    (common::connect(config).await, cleanup)
+    common::store_with(common::config(&url, Some(4))).await
 }
 
 fn spec(tag: &str, nodes: &[&str], edges: &[(&str, &str)]) -> FlowSpec {
@@ -617,11 +612,7 @@ async fn retention_purges_members_once_their_flow_ended() {
     let url = common::url(common::VALKEY_URL_VAR);
     let mut config = common::config(&url, Some(4));
     config.machine.retention_ms = 300;
-    let _cleanup = common::Cleanup {
-        url,
-        prefix: config.key_prefix.clone(),
-    };
-    let store = common::connect(config).await;
+    let (store, _cleanup) = common::store_with(config).await;
     let mut s = spec("r", &["a", "b"], &[("a", "b")]);
     s.idempotency_key = Some("kept".into());
     let flow = store.flow_create(&s).await.unwrap().flow;

@@ -67,12 +67,7 @@ async fn an_older_library_is_replaced() {
     let _lock = SERVER_LIBRARY.lock().await;
     let url = common::url(common::VALKEY_URL_VAR);
     load_fake(&url, "0").await;
-    let config = common::config(&url, Some(2));
-    let _cleanup = common::Cleanup {
-        url: url.clone(),
-        prefix: config.key_prefix.clone(),
-    };
-    let store = common::connect(config).await;
+    let (store, _cleanup) = common::store_with(common::config(&url, Some(2))).await;
     let mut conn = admin(&url).await;
     let version: String = redis::cmd("FCALL")
         .arg("weft_version")
@@ -91,12 +86,7 @@ async fn an_older_library_is_replaced() {
 async fn a_lost_library_is_reloaded() {
     let _lock = SERVER_LIBRARY.lock().await;
     let url = common::url(common::VALKEY_URL_VAR);
-    let config = common::config(&url, Some(2));
-    let _cleanup = common::Cleanup {
-        url: url.clone(),
-        prefix: config.key_prefix.clone(),
-    };
-    let store = common::connect(config).await;
+    let (store, _cleanup) = common::store_with(common::config(&url, Some(2))).await;
     let exec = store
         .execution_submit(&SubmitParams::new("k", serde_json::json!(1)))
         .await
@@ -129,11 +119,7 @@ async fn the_partition_count_is_fixed_at_first_use() {
     let _lock = SERVER_LIBRARY.lock().await;
     let url = common::url(common::VALKEY_URL_VAR);
     let first = common::config(&url, Some(8));
-    let _cleanup = common::Cleanup {
-        url: url.clone(),
-        prefix: first.key_prefix.clone(),
-    };
-    let store = common::connect(first.clone()).await;
+    let (store, _cleanup) = common::store_with(first.clone()).await;
     assert_eq!(store.partition_count().get(), 8);
     let other = weft_valkey::ValkeyConfig {
         partitions: Some(weft_core::PartitionCount::new(16).expect("16")),

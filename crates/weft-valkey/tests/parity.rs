@@ -36,12 +36,7 @@ fn random_backoff() -> Backoff {
 async fn backoff_matches_weft_core() {
     let url = common::url(common::VALKEY_URL_VAR);
     // Connecting loads the library.
-    let config = common::config(&url, Some(4));
-    let _cleanup = common::Cleanup {
-        url: url.clone(),
-        prefix: config.key_prefix.clone(),
-    };
-    let _store = common::connect(config).await;
+    let (_store, _cleanup) = common::store_with(common::config(&url, Some(4))).await;
     let client = redis::Client::open(url.as_str()).expect("url");
     let mut conn = client
         .get_multiplexed_async_connection()

@@ -49,6 +49,15 @@ pub async fn connect(config: ValkeyConfig) -> ValkeyStore {
         .unwrap_or_else(|e| panic!("connect to {}: {e}", config.url))
 }
 
+/// Connects a store with `config` and the cleanup of its prefix's keys.
+pub async fn store_with(config: ValkeyConfig) -> (ValkeyStore, Cleanup) {
+    let cleanup = Cleanup {
+        url: config.url.clone(),
+        prefix: config.key_prefix.clone(),
+    };
+    (connect(config).await, cleanup)
+}
+
 /// Deletes every key under a prefix when dropped, so test runs do not pile
 /// up data on a shared server.
 pub struct Cleanup {
@@ -82,11 +91,7 @@ impl Drop for Cleanup {
 pub async fn harness(var: &str) -> weft_conformance::Harness {
     let url = url(var);
     let config = config(&url, None);
-    let store = connect(config.clone()).await;
-    let cleanup = Cleanup {
-        url,
-        prefix: config.key_prefix.clone(),
-    };
+    let (store, cleanup) = store_with(config.clone()).await;
     weft_conformance::Harness::new(Arc::new(store))
         .with_guard(cleanup)
         .with_new_store(move || {

@@ -291,6 +291,16 @@ impl Row {
             .transpose()
     }
 
+    fn id(&self) -> Result<ExecutionId> {
+        ExecutionId::parse(&self.text("id")?).map_err(|_| bad("a malformed id"))
+    }
+
+    fn flow_id(&self) -> Result<Option<FlowId>> {
+        self.opt_text("flow_id")
+            .map(|f| FlowId::parse(&f).map_err(|_| bad("a malformed flow id")))
+            .transpose()
+    }
+
     fn lease(&self) -> Result<Option<Lease>> {
         let Some(id) = self.opt_text("lease_id") else {
             return Ok(None);
@@ -406,7 +416,7 @@ pub fn decode_execution(value: &Value) -> Result<Execution> {
 /// inputs as the claim found them.
 pub fn decode_task(fields: HashMap<String, String>) -> Result<Task> {
     let row = Row(fields);
-    let execution_id = ExecutionId::parse(&row.text("id")?).map_err(|_| bad("a malformed id"))?;
+    let execution_id = row.id()?;
     let lease = row
         .lease()?
         .ok_or_else(|| bad(format!("claimed {execution_id} holds no lease")))?;
@@ -416,10 +426,7 @@ pub fn decode_task(fields: HashMap<String, String>) -> Result<Task> {
         lane: row.text("lane")?,
         payload: row.json("payload")?.unwrap_or(serde_json::Value::Null),
         lease,
-        flow_id: row
-            .opt_text("flow_id")
-            .map(|f| FlowId::parse(&f).map_err(|_| bad("a malformed flow id")))
-            .transpose()?,
+        flow_id: row.flow_id()?,
         flow_node: row.opt_text("flow_node"),
         inputs: row.json("_inputs")?.unwrap_or_default(),
         signals: row.signals(RESUMED_PREFIX)?,
@@ -434,7 +441,7 @@ pub fn decode_task(fields: HashMap<String, String>) -> Result<Task> {
 pub fn decode_submitted(draft: Execution, set: &Value) -> Result<Execution> {
     let row = Row(field_map(set)?);
     Ok(Execution {
-        id: ExecutionId::parse(&row.text("id")?).map_err(|_| bad("a malformed id"))?,
+        id: row.id()?,
         state: State::parse(&row.text("state")?).map_err(bad)?,
         attempts: row.num("attempts")?,
         failures: row.num("failures")?,
@@ -450,11 +457,8 @@ pub fn decode_submitted(draft: Execution, set: &Value) -> Result<Execution> {
 }
 
 fn decode_row(row: Row) -> Result<Execution> {
-    let id = ExecutionId::parse(&row.text("id")?).map_err(|_| bad("a malformed id"))?;
-    let flow_id = row
-        .opt_text("flow_id")
-        .map(|f| FlowId::parse(&f).map_err(|_| bad("a malformed flow id")))
-        .transpose()?;
+    let id = row.id()?;
+    let flow_id = row.flow_id()?;
     let requires = row.text("requires")?;
     Ok(Execution {
         id,

@@ -69,11 +69,8 @@ impl ValkeyStore {
                 Err(e) => out[index] = Some(Err(e)),
             }
         }
-        let mut pipe = redis::pipe();
-        let mut chunks = Vec::new();
-        for (partition, items) in &groups {
-            for chunk in items.chunks(crate::store::BATCH_CHUNK_MAX) {
-                let mut cmd = self.call("weft_complete_many", *partition);
+        let batches = self
+            .run_batches("weft_complete_many", &groups, |cmd, _, chunk| {
                 cmd.arg(chunk.len());
                 for (index, result) in chunk {
                     let item = &params[*index];
@@ -83,35 +80,20 @@ impl ValkeyStore {
                         .arg(result)
                         .arg(if refusals[*index].is_some() { "1" } else { "0" });
                 }
-                pipe.add_command(cmd);
-                chunks.push(chunk);
-            }
-        }
-        if !chunks.is_empty() {
-            for (reply, chunk) in self.run_pipeline(&pipe).await?.into_iter().zip(chunks) {
-                let replies = codec::status(reply)?
-                    .map_err(|r| Error::Internal(format!("complete_many refused: {r:?}")))?;
-                let items = match replies.into_iter().next() {
-                    Some(redis::Value::Array(items)) if items.len() == chunk.len() => items,
-                    other => {
-                        return Err(Error::Internal(format!(
-                            "complete_many replied {other:?} for {} items",
-                            chunk.len()
-                        )))
-                    }
-                };
-                for (item, (index, _)) in items.into_iter().zip(chunk) {
-                    let p = &params[*index];
-                    out[*index] = Some(match codec::status(item)? {
-                        Ok(fields) => Self::state_of(&fields),
-                        Err(refusal) => Err(codec::refusal_error(
-                            refusal,
-                            &p.execution_id,
-                            p.lease.epoch,
-                            refusals[*index].take(),
-                        )),
-                    });
-                }
+            })
+            .await?;
+        for (chunk, items) in batches {
+            for (item, (index, _)) in items.into_iter().zip(chunk) {
+                let p = &params[*index];
+                out[*index] = Some(match codec::status(item)? {
+                    Ok(fields) => Self::state_of(&fields),
+                    Err(refusal) => Err(codec::refusal_error(
+                        refusal,
+                        &p.execution_id,
+                        p.lease.epoch,
+                        refusals[*index].take(),
+                    )),
+                });
             }
         }
         out.into_iter()

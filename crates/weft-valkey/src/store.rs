@@ -41,7 +41,7 @@ const SUBMIT_COLLISION_RETRIES: u32 = 3;
 
 /// Most items one `weft_submit_many` or `weft_complete_many` call takes, so
 /// one call never holds the server for long.
-pub(crate) const BATCH_CHUNK_MAX: usize = 100;
+const BATCH_CHUNK_MAX: usize = 100;
 /// Ids `weft_list` examines per call before handing back a cursor.
 pub(crate) const LIST_SCAN_BUDGET: u32 = 5_000;
 
@@ -343,6 +343,47 @@ impl ValkeyStore {
         Err(Error::Internal("submit kept minting ids that exist".into()))
     }
 
+    /// Runs `function` once per partition of `groups` and chunk of at most
+    /// `BATCH_CHUNK_MAX` of its items, all in one pipeline; `args` appends a
+    /// call's arguments after the header. Returns each chunk with its items'
+    /// replies, in order (the function replies `['ok', [reply…]]`).
+    pub(crate) async fn run_batches<'a, T>(
+        &self,
+        function: &str,
+        groups: &'a BTreeMap<PartitionId, Vec<T>>,
+        args: impl Fn(&mut Cmd, PartitionId, &[T]),
+    ) -> Result<Vec<(&'a [T], Vec<Value>)>> {
+        let mut pipe = redis::pipe();
+        let mut chunks = Vec::new();
+        for (partition, items) in groups {
+            for chunk in items.chunks(BATCH_CHUNK_MAX) {
+                let mut cmd = self.call(function, *partition);
+                args(&mut cmd, *partition, chunk);
+                pipe.add_command(cmd);
+                chunks.push(chunk);
+            }
+        }
+        if chunks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let replies = self.run_pipeline(&pipe).await?;
+        chunks
+            .into_iter()
+            .zip(replies)
+            .map(|(chunk, reply)| {
+                let replies = codec::status(reply)?
+                    .map_err(|r| Error::Internal(format!("{function} refused: {r:?}")))?;
+                match replies.into_iter().next() {
+                    Some(Value::Array(items)) if items.len() == chunk.len() => Ok((chunk, items)),
+                    other => Err(Error::Internal(format!(
+                        "{function} replied {other:?} for {} items",
+                        chunk.len()
+                    ))),
+                }
+            })
+            .collect()
+    }
+
     /// Creates several executions (see `Store::execution_submit_many`): the
     /// items without an idempotency key share one random partition, the
     /// others go to their key's; one `weft_submit_many` per partition and
@@ -368,34 +409,18 @@ impl ValkeyStore {
             for &index in &pending {
                 groups.entry(drafts[index].0).or_default().push(index);
             }
-            let mut pipe = redis::pipe();
-            let mut chunks = Vec::new();
-            for (partition, indexes) in &groups {
-                for chunk in indexes.chunks(BATCH_CHUNK_MAX) {
-                    let mut cmd = self.call("weft_submit_many", *partition);
+            let batches = self
+                .run_batches("weft_submit_many", &groups, |cmd, partition, chunk| {
                     cmd.arg(format!("ex_{:04x}", partition.0)).arg(chunk.len());
                     for &index in chunk {
                         let fields = &drafts[index].2;
                         cmd.arg(fields.len());
-                        submit_item_args(&mut cmd, &params[index], fields);
+                        submit_item_args(cmd, &params[index], fields);
                     }
-                    pipe.add_command(cmd);
-                    chunks.push(chunk);
-                }
-            }
+                })
+                .await?;
             let mut collided = Vec::new();
-            for (reply, chunk) in self.run_pipeline(&pipe).await?.into_iter().zip(chunks) {
-                let replies = codec::status(reply)?
-                    .map_err(|r| Error::Internal(format!("submit_many refused: {r:?}")))?;
-                let items = match replies.into_iter().next() {
-                    Some(Value::Array(items)) if items.len() == chunk.len() => items,
-                    other => {
-                        return Err(Error::Internal(format!(
-                            "submit_many replied {other:?} for {} items",
-                            chunk.len()
-                        )))
-                    }
-                };
+            for (chunk, items) in batches {
                 for (item, &index) in items.into_iter().zip(chunk) {
                     let draft = drafts[index]
                         .1

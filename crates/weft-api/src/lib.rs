@@ -158,6 +158,22 @@ pub struct SubmitBatchRequest {
     pub executions: Vec<SubmitRequest>,
 }
 
+impl SubmitBatchRequest {
+    /// Every item as the store takes it, in order, once the batch's size is
+    /// checked; an item's error names it (`executions[3].kind`).
+    pub fn into_params(self) -> Result<Vec<SubmitParams>, Error> {
+        weft_core::check_batch("executions", self.executions.len())?;
+        self.executions
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| {
+                item.into_params()
+                    .map_err(|e| e.at_item("executions", index))
+            })
+            .collect()
+    }
+}
+
 /// One answer of `POST /v1/executions/batch`, in request order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SubmittedView {

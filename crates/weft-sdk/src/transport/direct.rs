@@ -23,8 +23,8 @@ use weft_api::{
     lease_ref, random_signing_key, time, AddNodesRequest, AttemptView, ClaimRequest,
     CompleteRequest, ExecutionSignalRequest, ExecutionView, FailRequest, FlowRequest, FlowView,
     HeartbeatRequest, HeartbeatResponse, LaneView, Page, ReleaseRequest, SignalRequest,
-    SubmitRequest, SuspendRequest, SuspendResponse, TaskView, WaitpointTokenView,
-    CLAIM_WAIT_MS_MAX,
+    SubmitBatchRequest, SubmitRequest, SuspendRequest, SuspendResponse, TaskView,
+    WaitpointTokenView, CLAIM_WAIT_MS_MAX,
 };
 use weft_core::token::Keyring;
 use weft_core::{
@@ -170,12 +170,10 @@ impl Transport for DirectTransport {
     }
 
     async fn submit_many(&self, requests: &[SubmitRequest]) -> Result<Vec<Submission>> {
-        weft_core::check_batch("executions", requests.len())?;
-        let mut params = Vec::with_capacity(requests.len());
-        for (index, request) in requests.iter().enumerate() {
-            let item = request.clone().into_params();
-            params.push(item.map_err(|e| e.at_item("executions", index))?);
-        }
+        let batch = SubmitBatchRequest {
+            executions: requests.to_vec(),
+        };
+        let params = batch.into_params()?;
         let submitted = self.store.execution_submit_many(&params).await?;
         Ok(submitted
             .iter()

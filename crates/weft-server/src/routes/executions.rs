@@ -50,15 +50,11 @@ pub(crate) async fn submit_batch(
     State(app): State<AppState>,
     JsonBody(body): JsonBody<SubmitBatchRequest>,
 ) -> ApiResult<Json<Items<SubmittedView>>> {
-    weft_core::check_batch("executions", body.executions.len())?;
-    let mut params = Vec::with_capacity(body.executions.len());
-    for (index, item) in body.executions.into_iter().enumerate() {
-        let item = item
-            .into_params()
-            .map_err(|e| e.at_item("executions", index))?;
+    let params = body.into_params()?;
+    // The server's own limit applies whatever the store is configured with.
+    for (index, item) in params.iter().enumerate() {
         item.validate(app.config.payload_bytes_max)
             .map_err(|e| e.at_item("executions", index))?;
-        params.push(item);
     }
     let submitted = app.store.execution_submit_many(&params).await?;
     let items = submitted
